@@ -1,0 +1,66 @@
+"""Command line: ``lwta train | evaluate | leaderboard | models``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, ibp_lr=args.ibp_lr, fgsm_eps=args.fgsm_eps, val_size=args.val_size,
+                      seed=args.seed, limit=args.limit, threads=args.threads, data_root=args.data_root,
+                      noise_std=args.noise_std)
+    out = args.out or f"runs/{args.model}_{args.dataset}{'_fgsm' if args.fgsm_eps else ''}_s{args.seed}.pt"
+    metrics = train(cfg, out, progress=not args.no_progress)
+    print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "
+          f"{cfg.eval_samples}-sample average {metrics[f'test_acc_{cfg.eval_samples}samples']:.4f}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lwta", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model by registry name (ELBO, Adam, best-on-validation checkpoint)")
+    t.add_argument("--model", required=True, help="e.g. lwta_ibp_softmax (see `lwta models`)")
+    t.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist", "cifar10"])
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=200)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--ibp-lr", type=float, default=1e-2)
+    t.add_argument("--fgsm-eps", type=float, default=0.0, help="FGSM adversarial training (paper 4.4: 0.3 MNIST)")
+    t.add_argument("--noise-std", type=float, default=None, help="Gaussian input noise (default per data set)")
+    t.add_argument("--val-size", type=int, default=5000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--out", default=None, help="checkpoint path (default runs/<model>_<dataset>_s<seed>.pt)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    m = sub.add_parser("models", help="list registered architectures")
+    m.set_defaults(func=_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lwta: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

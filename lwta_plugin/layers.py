@@ -1,0 +1,353 @@
+"""Stochastic LWTA layers with IBP utility variables (Panousis et al., AISTATS 2021, sections 2-3).
+
+Conventions
+-----------
+* Competition: a layer with ``K*U`` outputs forms ``K`` blocks of ``U`` *adjacent* units (channels for conv
+  layers, independently at every spatial location). Unit ``k*U + u`` belongs to block ``k``.
+* IBP utilities ``z``: dense layers have one ``z[j, k]`` per (input, block) connection, conv layers one ``z[k]``
+  per kernel (block). The ``U`` units of a block share their utility (paper eq. 4 and 9). Sticks ``v_k`` follow
+  a Kumaraswamy posterior and ``pi_k = prod_{i<=k} v_i`` runs over the blocks ``K``.
+* Sample groups: every layer's ``forward(x, n)`` receives a batch of ``n * B`` rows in sample-major order and
+  draws ``z`` independently for each of the ``n`` groups. This is what makes a batched EOT pass (the input
+  repeated ``n`` times) equivalent to ``n`` independent forward passes. Winners are drawn per row anyway.
+
+Test-time behaviour is selected per layer by :class:`Sampling` (see :func:`set_sampling`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WinnerMode = Literal["sample", "concrete", "argmax", "expected"]
+ZMode = Literal["sample", "concrete", "expected", "ones"]
+ACTIVATIONS = ("relu", "lwta", "lwtamax", "none")
+EULER_GAMMA = 0.5772156649015329
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How stochastic layers behave (at test time; training always uses the relaxations).
+
+    winner: ``sample`` exact draw from Categorical(softmax(block)) (the paper), ``concrete`` the reference code's
+        Gumbel-softmax at ``test_temperature``, ``argmax`` the deterministic most probable winner, ``expected``
+        each unit scaled by its winning probability (the mean of the layer output given ``h``).
+    z: ``sample`` exact Bernoulli draw (the paper), ``concrete`` the reference code's binary concrete at
+        ``test_temperature`` times the mask sigmoid(t_pi) > ``prune_threshold``, ``expected`` sigmoid(t_pi),
+        ``ones`` ignore the utilities.
+    straight_through: with ``winner="sample"``, the forward pass uses the sampled one-hot winner and the backward
+        pass the gradient of softmax probabilities (BPDA / straight-through estimator).
+    """
+
+    winner: WinnerMode = "sample"
+    z: ZMode = "sample"
+    straight_through: bool = False
+    train_temperature: float = 0.67
+    test_temperature: float = 0.01
+    prune_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.winner not in ("sample", "concrete", "argmax", "expected"):
+            raise ValueError(f"unknown winner mode {self.winner!r}; expected sample|concrete|argmax|expected")
+        if self.z not in ("sample", "concrete", "expected", "ones"):
+            raise ValueError(f"unknown z mode {self.z!r}; expected sample|concrete|expected|ones")
+
+    @property
+    def deterministic(self) -> bool:
+        return self.winner in ("argmax", "expected") and self.z in ("expected", "ones")
+
+
+PAPER = Sampling()
+REFERENCE_CODE = Sampling(winner="concrete", z="concrete")
+DETERMINISTIC = Sampling(winner="argmax", z="expected")
+EXPECTED = Sampling(winner="expected", z="expected")
+SAMPLINGS = {"paper": PAPER, "concrete": REFERENCE_CODE, "argmax": DETERMINISTIC, "expected": EXPECTED}
+
+
+# ----------------------------------------------------------------------------------------------- LWTA
+
+
+def _gumbel_like(h: torch.Tensor) -> torch.Tensor:
+    # -log(E), E ~ Exp(1), is a standard Gumbel variable; exponential_ is a single fused kernel.
+    return -torch.empty_like(h).exponential_().log_()
+
+
+def sample_winner_mask(h: torch.Tensor, dim: int) -> torch.Tensor:
+    """One-hot mask of a winner drawn exactly from Categorical(softmax(h)) along ``dim``."""
+    if h.shape[dim] == 2:
+        # Two units: unit 0 wins with probability sigmoid(h0 - h1); one uniform per block.
+        h0, h1 = h.unbind(dim)
+        win0 = torch.rand_like(h0) < torch.sigmoid(h0 - h1)
+        return torch.stack((win0, ~win0), dim).to(h.dtype)
+    idx = (h.detach() + _gumbel_like(h)).argmax(dim, keepdim=True)
+    return torch.zeros_like(h).scatter_(dim, idx, 1.0)
+
+
+def lwta(h: torch.Tensor, dim: int, mode: str, temperature: float, straight_through: bool = False) -> torch.Tensor:
+    """Competition among the units of ``h`` along ``dim`` (the U axis of a [.., K, U, ..] view).
+
+    ``mode``: ``relaxed`` (Gumbel-softmax with ``temperature``, training), ``sample``, ``concrete``, ``argmax``,
+    ``expected`` (see :class:`Sampling`).
+    """
+    if mode in ("relaxed", "concrete") and h.shape[dim] == 2:
+        # softmax((h + G) / t) over two units == sigmoid((h0 - h1 + L) / t), L ~ Logistic: half the work.
+        h0, h1 = h.unbind(dim)
+        u = torch.rand_like(h0).clamp_(1e-6, 1 - 1e-6)
+        xi0 = torch.sigmoid((h0 - h1 + torch.log(u) - torch.log1p(-u)) / temperature)
+        return torch.stack((h0 * xi0, h1 - h1 * xi0), dim)
+    if mode in ("relaxed", "concrete"):
+        xi = torch.softmax((h + _gumbel_like(h)) / temperature, dim)
+    elif mode == "sample":
+        xi = sample_winner_mask(h.detach(), dim)
+        if straight_through and h.requires_grad:
+            p = torch.softmax(h, dim)
+            xi = xi + p - p.detach()
+    elif mode == "argmax":
+        idx = h.detach().argmax(dim, keepdim=True)
+        xi = torch.zeros_like(h).scatter_(dim, idx, 1.0)
+    elif mode == "expected":
+        xi = torch.softmax(h, dim)
+    else:
+        raise ValueError(f"unknown LWTA mode {mode!r}")
+    return h * xi
+
+
+def categorical_kl_to_uniform(h: torch.Tensor, dim: int) -> torch.Tensor:
+    """KL(softmax(h) || Uniform(U)) per example, summed over all blocks (and positions)."""
+    if h.shape[dim] == 2:
+        h0, h1 = h.unbind(dim)
+        d = h0 - h1
+        q0 = torch.sigmoid(d)
+        # q0 log q0 + q1 log q1 = logsigmoid(-d) + q0 * d
+        kl = F.logsigmoid(-d) + q0 * d + math.log(2.0)
+        return kl.flatten(1).sum(1)
+    logq = torch.log_softmax(h, dim)
+    kl = (logq.exp() * (logq + math.log(h.shape[dim]))).sum(dim)
+    return kl.flatten(1).sum(1)
+
+
+# ------------------------------------------------------------------------------------------------ IBP
+
+
+def kumaraswamy_log_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log v for v ~ Kumaraswamy(a, b), reparameterised by the inverse CDF v = (1 - u^(1/b))^(1/a)."""
+    u = torch.rand_like(a).clamp_(1e-6, 1 - 1e-6)
+    return torch.log1p(-torch.exp(torch.log(u) / b).clamp(max=1 - 1e-7)) / a
+
+
+def kumaraswamy_beta_kl(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Closed-form KL(Kumaraswamy(a, b) || Beta(alpha, 1)) (exact because the prior's beta is 1)."""
+    return ((1 - alpha / a) * (-EULER_GAMMA - torch.digamma(b) - 1 / b)
+            + torch.log(a * b / alpha) - (b - 1) / b)
+
+
+def bernoulli_kl(logit_q: torch.Tensor, log_pi: torch.Tensor) -> torch.Tensor:
+    """Elementwise full KL(Bernoulli(sigmoid(logit_q)) || Bernoulli(pi)), with pi given by its log."""
+    log_q, log_1mq = F.logsigmoid(logit_q), F.logsigmoid(-logit_q)
+    log_1mpi = torch.log1p(-log_pi.exp().clamp(max=1 - _EPS))
+    return log_q.exp() * (log_q - log_pi) + log_1mq.exp() * (log_1mq - log_1mpi)
+
+
+def _softplus_inv(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class IBPUtility(nn.Module):
+    """Stick-breaking IBP utilities z over ``shape = (*connections, K)`` with Kumaraswamy sticks over K.
+
+    Posterior q(z) = Bernoulli(sigmoid(t_pi)), q(v_k) = Kumaraswamy(a_k, b_k), prior v_k ~ Beta(alpha, 1),
+    z ~ Bernoulli(pi_k), pi_k = prod_{i<=k} v_i. Initialisation follows the paper (a = K, b = 1) for the sticks
+    and the reference code for t_pi (U(4, 5): utilities start switched on).
+    """
+
+    def __init__(self, shape: tuple[int, ...], alpha: float = 1.0):
+        super().__init__()
+        K = shape[-1]
+        self.alpha = alpha
+        self.conc1 = nn.Parameter(torch.full((K,), _softplus_inv(float(K))))
+        self.conc0 = nn.Parameter(torch.full((K,), _softplus_inv(1.0)))
+        self.t_pi = nn.Parameter(torch.empty(shape).uniform_(4.0, 5.0))
+
+    @property
+    def q(self) -> torch.Tensor:
+        return torch.sigmoid(self.t_pi)
+
+    def sample(self, n: int, mode: str, sampling: Sampling) -> torch.Tensor:
+        """z with a leading group axis of size ``n`` (or 1 when it is the same for all groups)."""
+        t = self.t_pi
+        if mode == "relaxed":
+            u = torch.rand((n, *t.shape), device=t.device, dtype=t.dtype).clamp_(1e-6, 1 - 1e-6)
+            return torch.sigmoid((t + torch.log(u) - torch.log1p(-u)) / sampling.train_temperature)
+        if mode == "sample":
+            return (torch.rand((n, *t.shape), device=t.device, dtype=t.dtype) < torch.sigmoid(t)).to(t.dtype)
+        if mode == "concrete":
+            u = torch.rand((n, *t.shape), device=t.device, dtype=t.dtype).clamp_(1e-6, 1 - 1e-6)
+            z = torch.sigmoid((t + torch.log(u) - torch.log1p(-u)) / sampling.test_temperature)
+            return z * (torch.sigmoid(t) > sampling.prune_threshold).to(t.dtype)
+        if mode == "expected":
+            return torch.sigmoid(t).unsqueeze(0)
+        if mode == "ones":
+            return torch.ones((1, *t.shape), device=t.device, dtype=t.dtype)
+        raise ValueError(f"unknown z mode {mode!r}")
+
+    def kl(self) -> torch.Tensor:
+        """KL(q(z) q(v) || p(z|v) p(v)) with one reparameterised sample of the sticks."""
+        a, b = F.softplus(self.conc1), F.softplus(self.conc0)
+        log_pi = torch.cumsum(kumaraswamy_log_sample(a, b), dim=0)  # over the K blocks
+        return bernoulli_kl(self.t_pi, log_pi).sum() + kumaraswamy_beta_kl(a, b, self.alpha).sum()
+
+    def active_fraction(self, threshold: float = 0.01) -> float:
+        return float((self.q > threshold).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+
+class _StochasticLayer(nn.Module):
+    def __init__(self, out_features: int, U: int, activation: str, ibp_shape: tuple[int, ...] | None):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        if out_features % U:
+            raise ValueError(f"{out_features} units cannot be split into blocks of U={U}")
+        self.U, self.K, self.activation = U, out_features // U, activation
+        self.ibp = IBPUtility(ibp_shape) if ibp_shape is not None else None
+        self.sampling = PAPER
+        self.kl_local: torch.Tensor | None = None
+
+    @property
+    def stochastic(self) -> bool:
+        """True if the layer's test-time output is random."""
+        s = self.sampling
+        lw = self.activation == "lwta" and s.winner in ("sample", "concrete")
+        return lw or (self.ibp is not None and s.z in ("sample", "concrete"))
+
+    def _z(self, n: int) -> torch.Tensor | None:
+        if self.ibp is None:
+            return None
+        mode = "relaxed" if self.training else self.sampling.z
+        return self.ibp.sample(n, mode, self.sampling)
+
+    def _activate(self, h: torch.Tensor, view: tuple[int, ...], dim: int) -> torch.Tensor:
+        if self.activation == "none":
+            return h
+        if self.activation == "relu":
+            return F.relu(h)
+        hv = h.view(view)
+        if self.activation == "lwtamax":
+            out = lwta(hv, dim, "argmax", 1.0)
+        else:
+            s = self.sampling
+            mode = "relaxed" if self.training else s.winner
+            temp = s.train_temperature if self.training else s.test_temperature
+            out = lwta(hv, dim, mode, temp, s.straight_through)
+            self.kl_local = categorical_kl_to_uniform(hv, dim).mean() if self.training else None
+        return out.view(h.shape)
+
+    def kl(self) -> torch.Tensor:
+        """Global KL of this layer's IBP variables plus the batch-mean winner KL of the last training pass."""
+        total = self.ibp.kl() if self.ibp is not None else torch.zeros((), device=self._device())
+        if self.kl_local is not None:
+            total = total + self.kl_local
+        return total
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class StochasticLinear(_StochasticLayer):
+    """Dense layer y = act((W * z) x + b) with K = out/U competing blocks (paper eq. 4-7)."""
+
+    def __init__(self, in_features: int, out_features: int, U: int = 2, activation: str = "lwta",
+                 ibp: bool = True, bias_init: float = 0.1):
+        super().__init__(out_features, U, activation, (in_features, out_features // U) if ibp else None)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.full((out_features,), bias_init))
+        nn.init.xavier_normal_(self.weight)
+
+    def _masked_weight(self, z: torch.Tensor) -> torch.Tensor:
+        # z: [g, in, K] -> [g, out, in], each of the U units of block k uses z[:, :, k].
+        return self.weight * z.transpose(1, 2).repeat_interleave(self.U, dim=1)
+
+    def forward(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
+        z = self._z(n)
+        if z is None:
+            h = F.linear(x, self.weight, self.bias)
+        elif z.shape[0] == 1:
+            h = F.linear(x, self._masked_weight(z)[0], self.bias)
+        else:
+            w = self._masked_weight(z)  # [n, out, in]
+            h = torch.baddbmm(self.bias, x.view(n, -1, self.in_features), w.transpose(1, 2))
+            h = h.reshape(-1, self.out_features)
+        return self._activate(h, (h.shape[0], self.K, self.U), 2)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) for one spatial axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class StochasticConv2d(_StochasticLayer):
+    """Conv layer with competition among U adjacent feature maps at every location and one z per kernel
+    (paper eq. 9). 'SAME' padding as TensorFlow computes it (asymmetric for even sizes with stride 2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, U: int = 2,
+                 activation: str = "lwta", ibp: bool = True, batchnorm: bool = False):
+        super().__init__(out_channels, U, activation, (out_channels // U,) if ibp else None)
+        self.stride, self.kernel_size, self.out_channels = stride, kernel_size, out_channels
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.xavier_normal_(self.weight)
+        self.bn = nn.BatchNorm2d(out_channels) if batchnorm else None
+
+    def forward(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
+        ph, pw = same_padding(x.shape[2], self.kernel_size, self.stride), same_padding(
+            x.shape[3], self.kernel_size, self.stride)
+        if ph[0] != ph[1] or pw[0] != pw[1]:
+            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+            pad = 0
+        else:
+            pad = (ph[0], pw[0])
+        z = self._z(n)
+        if z is None:
+            h = F.conv2d(x, self.weight, self.bias, self.stride, pad)
+        else:
+            # (z_k W_k) * x + b == z_k (W_k * x) + b: mask output channels instead of n copies of the weights.
+            h = F.conv2d(x, self.weight, None, self.stride, pad)
+            zc = z.repeat_interleave(self.U, dim=1)  # [g, C]
+            g = zc.shape[0]
+            h = h.view(g, -1, *h.shape[1:]) * zc[:, None, :, None, None] + self.bias[:, None, None]
+            h = h.view(-1, *h.shape[2:])
+        B, C, H, W = h.shape
+        out = self._activate(h, (B, self.K, self.U, H, W), 2)
+        return self.bn(out) if self.bn is not None else out
+
+
+def stochastic_layers(model: nn.Module) -> list[_StochasticLayer]:
+    return [m for m in model.modules() if isinstance(m, _StochasticLayer)]
+
+
+def set_sampling(model: nn.Module, sampling: Sampling | str | None = None, **changes) -> Sampling:
+    """Set the test-time behaviour of every stochastic layer; returns the previous setting.
+
+    ``sampling`` may be a :class:`Sampling`, a preset name (``paper``, ``concrete``, ``argmax``, ``expected``) or
+    None (keep the current one); keyword ``changes`` override single fields.
+    """
+    layers = stochastic_layers(model)
+    previous = layers[0].sampling if layers else PAPER
+    if isinstance(sampling, str):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling preset {sampling!r}; expected one of {sorted(SAMPLINGS)}")
+        sampling = SAMPLINGS[sampling]
+    new = replace(sampling or previous, **changes)
+    for layer in layers:
+        layer.sampling = new
+    return previous
