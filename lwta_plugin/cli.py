@@ -11,7 +11,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, ibp_lr=args.ibp_lr, fgsm_eps=args.fgsm_eps, val_size=args.val_size,
                       seed=args.seed, limit=args.limit, threads=args.threads, data_root=args.data_root,
-                      noise_std=args.noise_std)
+                      noise_std=args.noise_std,
+                      extra={"command": "lwta train " + " ".join(sys.argv[2:] if args.argv is None else args.argv)})
     out = args.out or f"runs/{args.model}_{args.dataset}{'_fgsm' if args.fgsm_eps else ''}_s{args.seed}.pt"
     metrics = train(cfg, out, progress=not args.no_progress)
     print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else argv[1:]
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -77,6 +77,23 @@ def _gumbel_like(h: torch.Tensor) -> torch.Tensor:
     return -torch.empty_like(h).exponential_().log_()
 
 
+def _logistic_like(h: torch.Tensor) -> torch.Tensor:
+    return torch.logit(torch.rand_like(h).clamp_(1e-6, 1 - 1e-6))
+
+
+def relaxed_lwta_with_kl(h: torch.Tensor, dim: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time competition (Gumbel-softmax relaxation) and the batch-mean winner KL, sharing work."""
+    if h.shape[dim] != 2:
+        return lwta(h, dim, "relaxed", temperature), categorical_kl_to_uniform(h, dim).mean()
+    h0, h1 = h.unbind(dim)
+    d = h0 - h1
+    xi0 = torch.sigmoid((d + _logistic_like(d)) / temperature)
+    out = torch.stack((h0 * xi0, h1 - h1 * xi0), dim)
+    # KL(q || U(2)) = q0 log q0 + q1 log q1 + log 2 = logsigmoid(-d) + q0 d + log 2
+    kl = F.logsigmoid(-d) + torch.sigmoid(d) * d
+    return out, kl.flatten(1).sum(1).mean() + math.log(2.0) * d[0].numel()
+
+
 def sample_winner_mask(h: torch.Tensor, dim: int) -> torch.Tensor:
     """One-hot mask of a winner drawn exactly from Categorical(softmax(h)) along ``dim``."""
     if h.shape[dim] == 2:
@@ -97,8 +114,7 @@ def lwta(h: torch.Tensor, dim: int, mode: str, temperature: float, straight_thro
     if mode in ("relaxed", "concrete") and h.shape[dim] == 2:
         # softmax((h + G) / t) over two units == sigmoid((h0 - h1 + L) / t), L ~ Logistic: half the work.
         h0, h1 = h.unbind(dim)
-        u = torch.rand_like(h0).clamp_(1e-6, 1 - 1e-6)
-        xi0 = torch.sigmoid((h0 - h1 + torch.log(u) - torch.log1p(-u)) / temperature)
+        xi0 = torch.sigmoid((h0 - h1 + _logistic_like(h0)) / temperature)
         return torch.stack((h0 * xi0, h1 - h1 * xi0), dim)
     if mode in ("relaxed", "concrete"):
         xi = torch.softmax((h + _gumbel_like(h)) / temperature, dim)
@@ -243,10 +259,10 @@ class _StochasticLayer(nn.Module):
             out = lwta(hv, dim, "argmax", 1.0)
         else:
             s = self.sampling
-            mode = "relaxed" if self.training else s.winner
-            temp = s.train_temperature if self.training else s.test_temperature
-            out = lwta(hv, dim, mode, temp, s.straight_through)
-            self.kl_local = categorical_kl_to_uniform(hv, dim).mean() if self.training else None
+            if self.training:
+                out, self.kl_local = relaxed_lwta_with_kl(hv, dim, s.train_temperature)
+            else:
+                out, self.kl_local = lwta(hv, dim, s.winner, s.test_temperature, s.straight_through), None
         return out.view(h.shape)
 
     def kl(self) -> torch.Tensor:
@@ -319,6 +335,9 @@ class StochasticConv2d(_StochasticLayer):
         z = self._z(n)
         if z is None:
             h = F.conv2d(x, self.weight, self.bias, self.stride, pad)
+        elif z.shape[0] == 1:  # one draw for the whole batch: masking the small weight tensor is cheapest
+            w = self.weight * z[0].repeat_interleave(self.U)[:, None, None, None]
+            h = F.conv2d(x, w, self.bias, self.stride, pad)
         else:
             # (z_k W_k) * x + b == z_k (W_k * x) + b: mask output channels instead of n copies of the weights.
             h = F.conv2d(x, self.weight, None, self.stride, pad)

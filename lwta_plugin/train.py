@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .data import load_tensors, train_val_split
+from .data import load_tensors
 from .models import LWTANet, create_model
 
 NOISE_STD = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 0.032}
@@ -70,7 +70,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     x, y = load_tensors(cfg.dataset, "train", root=cfg.data_root, limit=cfg.limit)
-    (xtr, ytr), (xval, yval) = train_val_split(x, y, cfg.val_size, seed=cfg.seed)
+    if not 0 < cfg.val_size < len(x):
+        raise ValueError(f"val_size must be between 1 and {len(x) - 1}, got {cfg.val_size}")
+    # Validation = the last val_size training images (for MNIST: part of the official 10k validation split).
+    xtr, ytr, xval, yval = x[:-cfg.val_size], y[:-cfg.val_size], x[-cfg.val_size:], y[-cfg.val_size:]
     xte, yte = load_tensors(cfg.dataset, "test", root=cfg.data_root)
     n_train = len(xtr)
     noise = NOISE_STD.get(cfg.dataset, 0.0) if cfg.noise_std is None else cfg.noise_std
@@ -132,14 +135,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
                 acc = (model.decoder(raw).argmax(1) == yb).float().mean().item()
             run_loss = 0.98 * run_loss + 0.02 * loss.item() if i else loss.item()
             run_acc = 0.98 * run_acc + 0.02 * acc if i else acc
-            bar.set_postfix(loss=f"{run_loss:.4f}", acc=f"{run_acc:.4f}")
+            bar.set_postfix(loss=f"{run_loss:.4f}", acc=f"{run_acc:.4f}", refresh=False)
         epoch_time = time.time() - t0
         val_acc = _accuracy(model, xval, yval, samples=1)
         record = {"epoch": epoch + 1, "train_loss": run_loss, "train_acc": run_acc, "val_acc": val_acc,
                   "epoch_seconds": round(epoch_time, 1)}
         history.append(record)
         print(json.dumps(record))
-        meta_common = {"train_config": asdict(cfg), "plugin_version": __version__, "torch": torch.__version__,
+        meta_common = {"train_config": asdict(cfg), "plugin_version": __version__, "torch": str(torch.__version__),
                        "n_train": n_train, "n_val": len(xval)}
         if val_acc > best["val_acc"]:
             best = dict(record)
@@ -158,7 +161,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
                "epoch_seconds": [h["epoch_seconds"] for h in history]}
     meta = {"name": cfg.model, "dataset": cfg.dataset, "epoch": best["epoch"], "metrics": metrics,
             "train_config": asdict(cfg), "history": history, "plugin_version": __version__,
-            "torch": torch.__version__, "n_train": n_train, "n_val": len(xval)}
+            "torch": str(torch.__version__), "n_train": n_train, "n_val": len(xval)}
     sha = save_checkpoint(out, model, meta)
     out.with_suffix(".best.pt").unlink(missing_ok=True)
     last.unlink(missing_ok=True)
