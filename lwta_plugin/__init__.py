@@ -1,2 +1,26 @@
-"""lwta-plugin: stochastic LWTA + IBP + ECOC networks for RobustBench and torchattacks."""
+"""lwta-plugin: stochastic LWTA + IBP + ECOC networks for RobustBench and torchattacks.
+
+``import lwta_plugin`` is cheap (no torch, no robustbench): it installs a hook that registers the plugin's
+models in RobustBench's zoo when robustbench is imported (see :mod:`lwta_plugin.zoo`). The zoo API below is
+loaded on first use.
+"""
 __version__ = "0.1.0"
+
+from .compat import install_robustbench_hook as _install_robustbench_hook
+
+_install_robustbench_hook()
+
+_ZOO_API = ("load_model", "set_default_samples", "get_default_samples", "default_samples", "available_models",
+            "register_checkpoint", "register_robustbench", "ModelNotAvailableError")
+
+
+def __getattr__(name: str):
+    if name in _ZOO_API:
+        from . import zoo
+
+        return getattr(zoo, name)
+    raise AttributeError(f"module 'lwta_plugin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_ZOO_API])

@@ -1,0 +1,120 @@
+"""Input validation for models handed out by the zoo: bad images fail loudly instead of giving silent garbage.
+
+The check runs as a forward pre-hook on the model itself, so the model returned by
+:func:`lwta_plugin.load_model` is still the :class:`~lwta_plugin.models.LWTANet` (``forward_samples``,
+``samples``, ``output``, ``sampling``, ``using``, ``training``, ``eval()`` all unchanged) and torchattacks,
+AutoAttack and RobustBench can use it as is. The hook only reads its input (gradients flow untouched) and costs
+one reduction with one host synchronisation per call (``aminmax``); shape and dtype checks are Python-only.
+Only ``forward`` (``model(x)``) is checked: ``forward_samples`` and ``raw`` are left alone for attack code.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+TOLERANCE = 1e-4  # slack on [0, 1]: float rounding in attacks and preprocessing
+_TOL = "_lwta_input_tolerance"
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _expected(shape: Sequence[int]) -> str:
+    return f"images of shape [B, {', '.join(str(s) for s in shape)}] with values in [0, 1]"
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
+def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None, tol: float = TOLERANCE,
+                 who: str = "model") -> None:
+    """Raise ValueError unless ``x`` is a non-empty float batch ``[B, *shape]`` with finite values in [0, 1].
+
+    ``dtype``: the model's parameter dtype (a floating input of another dtype is refused, as the convolution would
+    fail with a less clear message). ``tol`` is the slack allowed outside [0, 1].
+    """
+    want = _expected(shape)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{who}: expected a torch.Tensor of {want}, got {type(x).__name__}")  # noqa: TRY004
+    got = _fmt(x.shape)
+    if x.dim() != len(shape) + 1:
+        hint = ""
+        if tuple(x.shape) == tuple(shape):
+            hint = " (a single image? add the batch dimension with x.unsqueeze(0))"
+        elif tuple(x.shape) == tuple(shape[1:]) and shape[0] == 1:
+            hint = f" (a single grayscale image? use x.view(1, {', '.join(str(s) for s in shape)}))"
+        raise ValueError(f"{who}: input has {x.dim()} dims: expected {want}, got {got}{hint}")
+    if tuple(x.shape[1:]) != tuple(shape):
+        hint = ""
+        if tuple(x.shape[1:]) == (*shape[1:], shape[0]):
+            hint = " (channels-last? use x.permute(0, 3, 1, 2))"
+        what = "channel count" if x.shape[1] != shape[0] else "image size"
+        raise ValueError(f"{who}: wrong {what}: expected {want}, got {got}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{who}: empty batch: expected at least one image; {want}, got {got}")
+    if not x.is_floating_point():
+        raise ValueError(f"{who}: expected floating-point {want}, got dtype {x.dtype}"
+                         + (" (8-bit pixels? use x.float() / 255)" if x.dtype == torch.uint8 else ""))
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{who}: expected dtype {dtype} (the model's parameters), got {x.dtype}: "
+                         f"convert the input with x.to({dtype}) or the model with model.to({dtype})")
+    if x.device.type == "meta" or torch.jit.is_tracing() or _compiling():
+        return  # no values to read, or a data-dependent check would break the trace/graph
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # aminmax propagates NaN
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"{who}: input contains NaN: expected {want}")
+    if math.isinf(lo) or math.isinf(hi):
+        raise ValueError(f"{who}: input contains Inf: expected {want}")
+    if lo < -tol or hi > 1 + tol:
+        hint = ""
+        if lo >= -tol and hi > 1.5:
+            hint = " (pixels in [0, 255]? divide by 255)"
+        elif lo < -tol:
+            hint = " (normalized with a mean/std? pass the raw images in [0, 1]: the model shifts them itself)"
+        raise ValueError(f"{who}: input values span [{lo:.4g}, {hi:.4g}], outside [0, 1] (tolerance {tol:g}): "
+                         f"expected {want}{hint}")
+
+
+def _pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    x = args[0] if args else next(iter(kwargs.values()), None)
+    param = next(module.parameters(), None)
+    cfg = getattr(module, "config", None)
+    who = f"{cfg.name} ({cfg.dataset})" if cfg is not None else type(module).__name__
+    check_images(x, module.input_shape, None if param is None else param.dtype,
+                 getattr(module, _TOL, TOLERANCE), who)
+
+
+def _hook_ids(model: nn.Module) -> list[int]:
+    # Found by identity rather than by a stored handle, so copies (deepcopy, pickle) stay independent.
+    return [k for k, hook in model._forward_pre_hooks.items() if hook is _pre_hook]
+
+
+def enable_input_validation(model: nn.Module, tol: float = TOLERANCE) -> nn.Module:
+    """Check every ``model(x)`` call's input (idempotent; returns ``model``). ``model`` needs ``input_shape``."""
+    if not isinstance(getattr(model, "input_shape", None), tuple):
+        raise ValueError(f"{type(model).__name__} has no input_shape tuple; cannot validate its inputs")  # noqa: TRY004
+    if not tol >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tol}")
+    setattr(model, _TOL, float(tol))
+    if not _hook_ids(model):
+        model.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+    return model
+
+
+def disable_input_validation(model: nn.Module) -> nn.Module:
+    """Remove the check installed by :func:`enable_input_validation` (no-op if absent)."""
+    for k in _hook_ids(model):
+        del model._forward_pre_hooks[k]
+        model._forward_pre_hooks_with_kwargs.pop(k, None)
+    return model
+
+
+def has_input_validation(model: nn.Module) -> bool:
+    return bool(_hook_ids(model))

@@ -1,0 +1,533 @@
+"""Model zoo: the plugin's trained models by name, offline, with and without RobustBench.
+
+Loading
+-------
+::
+
+    import lwta_plugin
+    model = lwta_plugin.load_model("lwta_ibp_tanh16", dataset="mnist")          # RobustBench not needed
+
+    from robustbench.utils import load_model                                     # same model through RobustBench
+    model = load_model("lwta_ibp_tanh16", dataset="mnist", threat_model="Linf")
+
+Both return the :class:`~lwta_plugin.models.LWTANet` in eval mode, random at test time and averaging
+``S = 5`` stochastic passes per call (the paper's inference rule), with input validation
+(:mod:`lwta_plugin.validation`). ``S`` is set per call with ``load_model(..., samples=n)``, for every later load
+(including through RobustBench, whose signature has no such argument) with
+``lwta_plugin.set_default_samples(n)``, and on a loaded model with ``model.samples = n`` or
+``with model.using(samples=n):``.
+
+Checkpoint resolution (first hit wins)
+--------------------------------------
+1. The plugin's weight store, ``lwta_plugin/weights/`` (or ``$LWTA_WEIGHTS_DIR``): ``manifest.json`` lists each
+   shipped file ``<dataset>/<name>.pt`` with its sha256 and size. A listed file that does not match is refused
+   with an error (never skipped in favour of another file).
+2. ``model_dir`` in RobustBench's layout, ``<model_dir>/<dataset>/<threat_model>/<name>.pt``. There is no
+   published hash for such a file; it is checked for format, internal weight hash, architecture name and data set.
+3. Otherwise :class:`ModelNotAvailableError` says how to train the model (``lwta train ...``) and where to put it.
+
+Every checkpoint is read with ``torch.load(weights_only=True)`` (:mod:`lwta_plugin.checkpoint`): a pickle that
+would run code is refused.
+
+Threat models
+-------------
+The networks are not trained for a threat model (ELBO training, FGSM adversarial training for some, which the
+manifest records), so each name is registered under both ``Linf`` and ``L2`` with the same weights. The threat
+model only selects RobustBench's sub-directory of ``model_dir`` and the leaderboard a result is filed under.
+``corruptions`` is not registered.
+
+Shipping a model
+----------------
+``python scripts/ship_model.py runs/mnist/lwta_ibp_tanh16.pt --card`` (or :func:`register_checkpoint`) copies
+a final ``lwta train`` checkpoint to ``weights/<dataset>/<name>.pt``, records sha256, size, training command,
+epochs, seed and the validation/test accuracies of the checkpoint's meta in ``weights/manifest.json``, and with
+``--card`` writes the model card (:mod:`lwta_plugin.cards`). Manifest format (keys sorted, canonical JSON)::
+
+    {"format": "lwta-plugin/weights-manifest-1",
+     "models": {"mnist/lwta_ibp_tanh16": {
+         "name": "lwta_ibp_tanh16", "dataset": "mnist", "file": "mnist/lwta_ibp_tanh16.pt",
+         "sha256": "<hex>", "size": 1635082, "state_sha256": "<hex of the weights>",
+         "config": {"activation": "lwta", "ibp": true, "code": "tanh16", "U": 2, "dataset": "mnist"},
+         "training": {"command": "lwta train ...", "epochs": 5, "best_epoch": 5, "seed": 0, "fgsm_eps": 0.0,
+                      "noise_std": null, "batch_size": 200, "lr": 0.001, "ibp_lr": 0.01,
+                      "n_train": 55000, "n_val": 5000},
+         "metrics": {<the checkpoint's meta["metrics"]: val_acc, test_acc_1pass, test_acc_5samples, n_test, ...>},
+         "versions": {"plugin": "0.1.0", "torch": "2.14.1"}}}}
+
+How MNIST (and the plugin's models) are added to RobustBench 1.1.1
+------------------------------------------------------------------
+RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`` by parsing ``dataset`` into the
+``BenchmarkDataset`` enum, ``threat_model`` into ``ThreatModel``, looking up
+``model_dicts[dataset][threat_model][model_name] = {'model': factory, 'gdrive_id': ...}``, downloading the file to
+``<model_dir>/<dataset>/<threat_model>/<name>.pt`` if missing and loading its state dict into ``factory()``.
+:func:`register_robustbench` (run automatically when robustbench is first imported after ``import lwta_plugin``,
+see :mod:`lwta_plugin.compat`) does, idempotently:
+
+1. **Enum member.** ``BenchmarkDataset`` is referenced by class identity from many modules and is the key type of
+   several dicts (``model_dicts``, data loaders, ``DATASET_CLASSES``) and of references users already hold, so a
+   new Enum class rebound in RobustBench's modules would orphan all of those. Instead the member ``mnist =
+   'mnist'`` is added to the *existing* class in place (:func:`extend_enum`, the technique of
+   ``aenum.extend_enum``: ``EnumType._add_member_`` on Python >= 3.13, else the ``_member_map_``,
+   ``_member_names_`` and ``_value2member_map_`` tables), then checked (``BenchmarkDataset('mnist') is
+   BenchmarkDataset.mnist``, iteration, membership). Existing members are untouched. If the check fails (a
+   future Python), MNIST is not added to the enum and a warning says so; step 3 still serves ``dataset='mnist'``.
+2. **Entries.** ``model_dicts[mnist][Linf|L2]`` are created and the plugin's names appended to cifar10's Linf and
+   L2 dicts. RobustBench's names are never replaced (a collision raises).
+3. **Interception.** ``robustbench.utils.load_model`` (and its re-exports ``robustbench.load_model``,
+   ``robustbench.eval.load_model``) is wrapped: a plugin name on a plugin data set goes to :func:`load_model`
+   (store lookup, sha256, ``weights_only``, validation, ``S``); everything else to RobustBench's original,
+   unchanged. A reference to the original taken *before* the plugin was imported still works: each entry's
+   ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
+   ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
+   store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
+   validation and ``S``.
+4. **Data.** ``robustbench.data`` gets an offline MNIST test-set loader (via :mod:`lwta_plugin.data`) and
+   ``DATASET_CLASSES[mnist] = 10``, so ``benchmark(..., dataset='mnist')`` works for deterministic models.
+   ``benchmark()`` refuses random models (see :mod:`lwta_plugin.compat` for why and what to run instead).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import functools
+import os
+import shutil
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .io import atomic_write, atomic_write_json, sha256_file
+from .models import ARCH_DATASETS, LWTANet, create_model, list_models
+from .validation import enable_input_validation
+
+DATASETS = tuple(ARCH_DATASETS)  # mnist, fashion_mnist, cifar10
+ROBUSTBENCH_DATASETS = ("mnist", "cifar10")  # registered in RobustBench's zoo
+THREAT_MODELS = ("Linf", "L2")
+MANIFEST_FORMAT = "lwta-plugin/weights-manifest-1"
+WEIGHTS_ENV = "LWTA_WEIGHTS_DIR"
+SENTINEL = "lwta-plugin:"
+_ENTRY_MARK = "lwta_plugin"
+_DEFAULT_SAMPLES = 5
+
+
+class ModelNotAvailableError(CheckpointError):
+    """A known model has no checkpoint in the weight store or in ``model_dir``."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# samples
+
+
+def get_default_samples() -> int:
+    """Number of stochastic passes averaged by models loaded from now on (default 5, the paper's S)."""
+    return _DEFAULT_SAMPLES
+
+
+def set_default_samples(samples: int) -> int:
+    """Set S for models loaded from now on (also through RobustBench); returns the previous value."""
+    global _DEFAULT_SAMPLES
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    previous, _DEFAULT_SAMPLES = _DEFAULT_SAMPLES, samples
+    return previous
+
+
+@contextlib.contextmanager
+def default_samples(samples: int) -> Iterator[None]:
+    """``with default_samples(1): ...`` loads models with S = 1 inside the block."""
+    previous = set_default_samples(samples)
+    try:
+        yield
+    finally:
+        set_default_samples(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# weight store and manifest
+
+
+def weights_dir() -> Path:
+    """The weight store: ``$LWTA_WEIGHTS_DIR`` if set, else the package's ``weights/`` directory."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent / "weights"
+
+
+def manifest_path(store: str | os.PathLike | None = None) -> Path:
+    return Path(store or weights_dir()) / "manifest.json"
+
+
+def _empty_manifest() -> dict:
+    return {"format": MANIFEST_FORMAT, "models": {}}
+
+
+_ENTRY_FIELDS = {"name": str, "dataset": str, "file": str, "sha256": str, "size": int}
+
+
+def read_manifest(store: str | os.PathLike | None = None) -> dict:
+    """The store's manifest (an empty one if the file does not exist); ValueError if it is malformed."""
+    import json
+
+    path = manifest_path(store)
+    if not path.is_file():
+        return _empty_manifest()
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"weight manifest {path} is unreadable: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
+            or not isinstance(manifest.get("models"), dict):
+        raise ValueError(f"weight manifest {path} is not a {MANIFEST_FORMAT!r} manifest")
+    for key, entry in manifest["models"].items():
+        bad = [f for f, t in _ENTRY_FIELDS.items() if not isinstance(entry, dict) or not isinstance(entry.get(f), t)]
+        if bad:
+            raise ValueError(f"weight manifest {path}: entry {key!r} lacks valid field(s) {bad}")
+        if key != f"{entry['dataset']}/{entry['name']}":
+            raise ValueError(f"weight manifest {path}: entry {key!r} describes {entry['dataset']}/{entry['name']}")
+        file = Path(entry["file"])
+        if file.is_absolute() or ".." in file.parts:
+            raise ValueError(f"weight manifest {path}: entry {key!r} points outside the store ({entry['file']!r})")
+    return manifest
+
+
+def available_models(dataset: str | None = None, store: str | os.PathLike | None = None) -> list[dict]:
+    """Manifest entries of the shipped models (optionally of one data set), sorted by data set and name."""
+    entries = read_manifest(store)["models"].values()
+    return sorted((e for e in entries if dataset is None or e["dataset"] == dataset),
+                  key=lambda e: (e["dataset"], e["name"]))
+
+
+@contextlib.contextmanager
+def _manifest_lock(store: Path) -> Iterator[None]:
+    """Serialise shipping into one store (an exclusive flock on the store directory itself: no lock file)."""
+    store.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no concurrent shipping there
+        yield
+        return
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resolution and loading
+
+
+def _value(x: Any) -> Any:
+    return x.value if isinstance(x, enum.Enum) else x
+
+
+def _check_request(model_name: str, dataset: str, threat_model: str, store: Path | None = None) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r} for lwta-plugin models; available: {', '.join(DATASETS)}")
+    if model_name not in list_models():
+        shipped = [e["name"] for e in available_models(dataset, store)]
+        raise ValueError(
+            f"unknown lwta-plugin model {model_name!r}. Shipped for {dataset}: "
+            f"{', '.join(shipped) if shipped else 'none'}. Architectures (loadable once trained, see `lwta models`): "
+            f"{', '.join(list_models())}")
+    if threat_model not in THREAT_MODELS:
+        raise ValueError(f"unknown threat model {threat_model!r} for lwta-plugin models; available: "
+                         f"{', '.join(THREAT_MODELS)} (the same weights for both)")
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    path: Path
+    sha256: str | None  # the published hash (weight store) or None (model_dir: no published hash)
+    source: str  # "store" | "model_dir" | "explicit"
+
+
+def _verify_store_file(path: Path, entry: dict) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"the weight manifest lists {entry['dataset']}/{entry['name']} but {path} is missing; "
+                              "reinstall the package or ship the checkpoint again (scripts/ship_model.py)")
+    size, sha = path.stat().st_size, sha256_file(path)
+    if size != entry["size"] or sha != entry["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the weight manifest: sha256 {sha} (expected {entry['sha256']}), "
+            f"size {size} bytes (expected {entry['size']}). The file is corrupt, truncated or not the shipped "
+            "one (e.g. another model's file); reinstall it or ship it again with scripts/ship_model.py")
+
+
+def resolve_checkpoint(model_name: str, dataset: str = "mnist", threat_model: str = "Linf",
+                       model_dir: str | os.PathLike | None = None, *,
+                       store: str | os.PathLike | None = None) -> ResolvedCheckpoint:
+    """Find the checkpoint of a known model: weight store (verified), then ``model_dir``; else raise."""
+    dataset, threat_model = _value(dataset), _value(threat_model)
+    store = Path(store or weights_dir())
+    _check_request(model_name, dataset, threat_model, store)
+    entry = read_manifest(store)["models"].get(f"{dataset}/{model_name}")
+    if entry is not None:
+        path = store / entry["file"]
+        _verify_store_file(path, entry)
+        return ResolvedCheckpoint(path, entry["sha256"], "store")
+    candidate = None
+    if model_dir is not None:
+        candidate = Path(model_dir) / dataset / threat_model / f"{model_name}.pt"
+        if candidate.is_file():
+            return ResolvedCheckpoint(candidate, None, "model_dir")
+    where = candidate or Path("<model_dir>") / dataset / threat_model / f"{model_name}.pt"
+    raise ModelNotAvailableError(
+        f"no checkpoint for {model_name!r} on {dataset}: it is not in the plugin's weight store "
+        f"({manifest_path(store)}) and {where} does not exist. Train it with `lwta train --model {model_name} "
+        f"--dataset {dataset} --epochs 5`, then either ship it into the store with `python scripts/ship_model.py "
+        f"runs/{model_name}_{dataset}_s0.pt` or copy the checkpoint to {where}")
+
+
+def _prepare(model: LWTANet, samples: int) -> LWTANet:
+    model.samples = samples
+    enable_input_validation(model)
+    return model.eval()
+
+
+def load_model(model_name: str, model_dir: str | os.PathLike | None = None, dataset: str = "mnist",
+               threat_model: str = "Linf", samples: int | None = None, *,
+               checkpoint: str | os.PathLike | None = None, store: str | os.PathLike | None = None) -> LWTANet:
+    """Load a trained plugin model by name (RobustBench's ``load_model`` signature; RobustBench not needed).
+
+    Returns the :class:`LWTANet` in eval mode, averaging ``samples`` stochastic passes per call (default:
+    :func:`get_default_samples`, 5) and validating its inputs. ``checkpoint`` loads an explicit file instead of
+    resolving one (still checked against the name and data set); ``store`` overrides the weight store. Raises ValueError for unknown names, data sets
+    or threat models, :class:`ModelNotAvailableError` if no checkpoint exists, :class:`CheckpointError` if one
+    is corrupt, unsafe or of another model.
+    """
+    dataset, threat_model = _value(dataset), _value(threat_model)
+    S = get_default_samples() if samples is None else samples
+    if isinstance(S, bool) or not isinstance(S, int) or S < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if checkpoint is not None:
+        _check_request(model_name, dataset, threat_model)
+        resolved = ResolvedCheckpoint(Path(checkpoint), None, "explicit")
+    else:
+        resolved = resolve_checkpoint(model_name, dataset, threat_model, model_dir, store=store)
+    model, meta = load_checkpoint(resolved.path, sha256=resolved.sha256, expected_name=model_name,
+                                  expected_dataset=ARCH_DATASETS[dataset], samples=S)
+    if meta.get("dataset", dataset) != dataset:
+        raise CheckpointError(f"{resolved.path} was trained on {meta.get('dataset')!r}, not {dataset!r}")
+    return _prepare(model, S)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shipping
+
+
+def _training_record(meta: dict) -> dict:
+    tc = meta.get("train_config") or {}
+    metrics = meta.get("metrics") or {}
+    return {"command": (tc.get("extra") or {}).get("command"), "epochs": tc.get("epochs"),
+            "best_epoch": metrics.get("best_epoch", meta.get("epoch")), "seed": tc.get("seed"),
+            "fgsm_eps": tc.get("fgsm_eps"), "noise_std": tc.get("noise_std"), "batch_size": tc.get("batch_size"),
+            "lr": tc.get("lr"), "ibp_lr": tc.get("ibp_lr"), "n_train": meta.get("n_train"),
+            "n_val": meta.get("n_val")}
+
+
+def register_checkpoint(path: str | os.PathLike, name: str | None = None, dataset: str | None = None,
+                        store: str | os.PathLike | None = None, *, require_metrics: bool = True) -> dict:
+    """Ship a checkpoint into the weight store: copy to ``<store>/<dataset>/<name>.pt``, update the manifest.
+
+    The checkpoint is validated first (safe load, internal hash, architecture). ``name``/``dataset`` default to
+    the checkpoint's own and must agree with it. ``require_metrics``: refuse checkpoints without the final
+    metrics that ``lwta train`` records (intermediate or untrained checkpoints). Returns the manifest entry.
+    """
+    src = Path(path)
+    model, meta = load_checkpoint(src)  # full validation: weights_only, hashes, weights fit the architecture
+    payload = read_checkpoint(src)
+    arch = model.config.name
+    name = name or meta.get("name") or arch
+    if name != arch:
+        raise ValueError(f"{src} holds model {arch!r}, not {name!r}")
+    dataset = dataset or meta.get("dataset") or model.config.dataset
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; available: {', '.join(DATASETS)}")
+    if ARCH_DATASETS[dataset] != model.config.dataset or meta.get("dataset", dataset) != dataset:
+        raise ValueError(f"{src} was built for {meta.get('dataset', model.config.dataset)!r}, not {dataset!r}")
+    if require_metrics and not meta.get("metrics"):
+        raise ValueError(f"{src} has no final metrics in its meta (an intermediate .best/.last checkpoint or an "
+                         "untrained model?): ship the final checkpoint written by `lwta train`")
+    store = Path(store or weights_dir())
+    rel = f"{dataset}/{name}.pt"
+    dest = store / rel
+    sha = sha256_file(src)
+    with _manifest_lock(store):
+        if not (dest.exists() and dest.resolve() == src.resolve()):
+            data = src.read_bytes()
+            atomic_write(dest, lambda f: f.write(data))
+        if sha256_file(dest) != sha:
+            raise CheckpointError(f"copy of {src} to {dest} does not match the source sha256 (changed meanwhile?)")
+        entry = {"name": name, "dataset": dataset, "file": rel, "sha256": sha, "size": dest.stat().st_size,
+                 "state_sha256": payload["state_sha256"], "config": model.config.to_dict(),
+                 "training": _training_record(meta), "metrics": meta.get("metrics"),
+                 "versions": {"plugin": meta.get("plugin_version"), "torch": meta.get("torch")}}
+        manifest = read_manifest(store)
+        manifest["models"][f"{dataset}/{name}"] = entry
+        atomic_write_json(manifest_path(store), manifest)
+    return entry
+
+
+def add_ship_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``lwta ship CHECKPOINT [--name] [--dataset] [--store] [--card]``: ship a trained checkpoint."""
+    p = subparsers.add_parser("ship", help="copy a trained checkpoint into the weight store and update the manifest")
+    p.add_argument("checkpoint", help="final checkpoint written by `lwta train`")
+    p.add_argument("--name", default=None, help="model name (default: the checkpoint's)")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="data set (default: the checkpoint's)")
+    p.add_argument("--store", default=None, help=f"weight store (default: ${WEIGHTS_ENV} or lwta_plugin/weights)")
+    p.add_argument("--card", action="store_true", help="also write the model card (measures clean accuracy)")
+    p.add_argument("--repeats", type=int, default=3, help="card: full test-set passes for the accuracy CI")
+    p.add_argument("--allow-missing-metrics", action="store_true", help="ship a checkpoint without final metrics")
+    p.set_defaults(func=_ship_command)
+    return p
+
+
+def _ship_command(args: argparse.Namespace) -> int:
+    import json
+
+    entry = register_checkpoint(args.checkpoint, args.name, args.dataset, args.store,
+                                require_metrics=not args.allow_missing_metrics)
+    print(json.dumps({"shipped": entry["file"], "sha256": entry["sha256"], "size": entry["size"]}))
+    if args.card:
+        from .cards import write_card
+
+        print(f"card: {write_card(entry['name'], entry['dataset'], store=args.store, repeats=args.repeats)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RobustBench registration
+
+
+def extend_enum(cls: type[enum.Enum], name: str, value: Any) -> enum.Enum:
+    """Add member ``name = value`` to an existing Enum class in place (idempotent); returns the member."""
+    if name in cls._member_map_:
+        member = cls._member_map_[name]
+        if member.value != value:
+            raise ValueError(f"{cls.__name__}.{name} exists with value {member.value!r}, not {value!r}")
+        return member
+    if value in cls._value2member_map_:
+        raise ValueError(f"{cls.__name__} already has value {value!r} ({cls._value2member_map_[value]})")
+    member = object.__new__(cls)
+    member._name_ = name
+    member._value_ = value
+    member.__objclass__ = cls
+    member.__init__(value)
+    if hasattr(cls, "_add_member_"):  # Python >= 3.13: sets the attribute and _member_map_
+        cls._add_member_(name, member)
+    else:
+        type.__setattr__(cls, name, member)
+        cls._member_map_[name] = member
+    if name not in cls._member_names_:  # iteration order, len()
+        cls._member_names_.append(name)
+    cls._value2member_map_[value] = member
+    if not (cls(value) is member and cls[name] is member and getattr(cls, name) is member and member in cls
+            and member in list(cls)):
+        raise RuntimeError(f"extending {cls.__name__} with {name!r} did not produce a working member")
+    return member
+
+
+def is_plugin_model(model_name: Any, dataset: Any) -> bool:
+    """Whether ``(model_name, dataset)`` is served by this plugin (used by the RobustBench interception)."""
+    return isinstance(model_name, str) and model_name in list_models() and _value(dataset) in DATASETS
+
+
+def _robustbench_factory(name: str, dataset: str) -> LWTANet:
+    """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
+    return _prepare(create_model(name, dataset), get_default_samples())
+
+
+def _robustbench_download_hook(original):
+    @functools.wraps(original)
+    def download_gdrive_new(gdrive_id, fname_save):
+        if not (isinstance(gdrive_id, str) and gdrive_id.startswith(SENTINEL)):
+            return original(gdrive_id, fname_save)
+        dataset, name = gdrive_id[len(SENTINEL):].split("/", 1)
+        store = weights_dir()
+        entry = read_manifest(store)["models"].get(f"{dataset}/{name}")
+        if entry is None:
+            raise ModelNotAvailableError(
+                f"no checkpoint for {name!r} on {dataset} in the plugin's weight store ({manifest_path(store)}); "
+                f"train it with `lwta train --model {name} --dataset {dataset} --epochs 5` and copy the "
+                f"checkpoint to {fname_save} (or ship it with scripts/ship_model.py)")
+        src = store / entry["file"]
+        _verify_store_file(src, entry)
+        shutil.copyfile(src, fname_save)
+
+    download_gdrive_new._lwta_plugin_patched = True
+    return download_gdrive_new
+
+
+def _robustbench_load_model_wrapper(original):
+    @functools.wraps(original)
+    def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
+                    custom_checkpoint="", norm=None):
+        if is_plugin_model(model_name, dataset):
+            return load_model(model_name, model_dir, _value(dataset), _value(norm or threat_model),
+                              checkpoint=custom_checkpoint or None)
+        return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+
+    load_model_._lwta_plugin_patched = True
+    load_model_._lwta_original = original
+    return load_model_
+
+
+def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_test=None):
+    from .data import load_tensors
+
+    return load_tensors("mnist", "test", limit=n_examples)
+
+
+def register_robustbench() -> bool:
+    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if not installed."""
+    from .compat import ensure_robustbench_importable
+
+    try:
+        ensure_robustbench_importable()
+        import robustbench
+        import robustbench.data as rb_data
+        import robustbench.eval as rb_eval
+        import robustbench.utils as rb_utils
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    except ModuleNotFoundError as e:
+        if e.name == "robustbench":
+            return False
+        raise
+
+    datasets = {"cifar10": BenchmarkDataset.cifar_10}
+    try:
+        datasets["mnist"] = extend_enum(BenchmarkDataset, "mnist", "mnist")
+    except (RuntimeError, ValueError, AttributeError, TypeError) as e:
+        warnings.warn(f"lwta-plugin could not add MNIST to RobustBench's BenchmarkDataset ({e}); "
+                      "robustbench.utils.load_model(..., dataset='mnist') still loads the plugin's models",
+                      RuntimeWarning, stacklevel=2)
+    for ds_name, member in datasets.items():
+        per_threat = model_dicts.setdefault(member, OrderedDict())
+        for tm in (ThreatModel.Linf, ThreatModel.L2):
+            entries = per_threat.setdefault(tm, OrderedDict())
+            for name in list_models():
+                if name in entries and not entries[name].get(_ENTRY_MARK):
+                    raise RuntimeError(f"RobustBench already has a model named {name!r} ({ds_name}/{tm.value})")
+                entries[name] = {"model": functools.partial(_robustbench_factory, name, ds_name),
+                                 "gdrive_id": f"{SENTINEL}{ds_name}/{name}", "preprocessing": None,
+                                 _ENTRY_MARK: True}
+    if "mnist" in datasets:
+        rb_data._clean_dataset_loaders.setdefault(datasets["mnist"], _load_mnist_for_robustbench)
+        rb_utils.DATASET_CLASSES.setdefault(datasets["mnist"], 10)
+
+    if not getattr(rb_utils.download_gdrive_new, "_lwta_plugin_patched", False):
+        rb_utils.download_gdrive_new = _robustbench_download_hook(rb_utils.download_gdrive_new)
+    original = rb_utils.load_model
+    if not getattr(original, "_lwta_plugin_patched", False):
+        wrapped = _robustbench_load_model_wrapper(original)
+        for module in (rb_utils, robustbench, rb_eval):
+            if getattr(module, "load_model", None) is original:
+                module.load_model = wrapped
+    return True

@@ -1,0 +1,420 @@
+"""Model zoo: weight store and manifest, safe loading, RobustBench registration and compatibility fixes, cards."""
+import enum
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import lwta_plugin
+from lwta_plugin import zoo
+from lwta_plugin.checkpoint import CheckpointError, save_checkpoint
+from lwta_plugin.io import sha256_file
+from lwta_plugin.models import LWTANet, create_model
+from lwta_plugin.validation import has_input_validation
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+NAME, OTHER = "lwta_ibp_tanh16", "lwta_softmax"
+
+
+class _Evil:
+    """A pickle payload that creates a file when unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _meta(name, dataset="mnist", metrics=True):
+    cmd = f"lwta train --model {name} --dataset {dataset} --epochs 2 --seed 3"
+    return {"name": name, "dataset": dataset, "epoch": 2, "n_train": 100, "n_val": 20, "plugin_version": "0.1.0",
+            "torch": str(torch.__version__),
+            "train_config": {"model": name, "dataset": dataset, "epochs": 2, "seed": 3, "fgsm_eps": 0.0,
+                             "batch_size": 50, "lr": 1e-3, "ibp_lr": 1e-2, "noise_std": None,
+                             "extra": {"command": cmd}},
+            "metrics": {"best_epoch": 2, "val_acc": 0.1, "test_acc_1pass": 0.09, "test_acc_5samples": 0.1,
+                        "n_test": 10} if metrics else None}
+
+
+def _checkpoint(path, name=NAME, dataset="mnist", seed=0, metrics=True):
+    torch.manual_seed(seed)
+    model = create_model(name, dataset)
+    sha = save_checkpoint(path, model, _meta(name, dataset, metrics))
+    return model, sha
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A temporary weight store (via LWTA_WEIGHTS_DIR) holding NAME and OTHER (untrained, mnist)."""
+    s = tmp_path / "weights"
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(s))
+    models = {}
+    for i, name in enumerate((NAME, OTHER)):
+        models[name], _ = _checkpoint(tmp_path / f"{name}.pt", name, seed=i)
+        zoo.register_checkpoint(tmp_path / f"{name}.pt")
+    return SimpleNamespace(path=s, models=models)
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# weight store, manifest, plugin load_model (no RobustBench needed)
+
+
+def test_register_writes_copy_and_manifest(store, tmp_path):
+    entry = zoo.read_manifest()["models"][f"mnist/{NAME}"]
+    path = store.path / "mnist" / f"{NAME}.pt"
+    assert entry["file"] == f"mnist/{NAME}.pt" and path.is_file()
+    assert entry["sha256"] == sha256_file(path) == sha256_file(tmp_path / f"{NAME}.pt")
+    assert entry["size"] == path.stat().st_size
+    assert entry["training"]["command"].startswith(f"lwta train --model {NAME}")
+    assert (entry["training"]["epochs"], entry["training"]["seed"]) == (2, 3)
+    assert entry["metrics"]["val_acc"] == 0.1 and entry["config"]["code"] == "tanh16"
+    before = zoo.manifest_path().read_bytes()
+    zoo.register_checkpoint(tmp_path / f"{NAME}.pt")  # idempotent
+    zoo.register_checkpoint(path)  # shipping the store's own file is a no-op too
+    assert zoo.manifest_path().read_bytes() == before
+    assert [e["name"] for e in zoo.available_models("mnist")] == [NAME, OTHER]
+    assert zoo.available_models("cifar10") == []
+
+
+def test_register_refuses_mismatches(store, tmp_path):
+    _checkpoint(tmp_path / "raw.pt", NAME, metrics=False)
+    with pytest.raises(ValueError, match="no final metrics"):
+        zoo.register_checkpoint(tmp_path / "raw.pt")
+    zoo.register_checkpoint(tmp_path / "raw.pt", require_metrics=False, store=tmp_path / "other_store")
+    with pytest.raises(ValueError, match=f"holds model '{NAME}', not '{OTHER}'"):
+        zoo.register_checkpoint(tmp_path / f"{NAME}.pt", name=OTHER)
+    with pytest.raises(ValueError, match="built for 'mnist', not 'cifar10'"):
+        zoo.register_checkpoint(tmp_path / f"{NAME}.pt", dataset="cifar10")
+
+
+def test_load_model_from_store(store):
+    m = lwta_plugin.load_model(NAME, dataset="mnist", threat_model="Linf")
+    assert isinstance(m, LWTANet) and not m.training and m.samples == 5 and m.stochastic
+    assert has_input_validation(m) and _same_weights(m, store.models[NAME])
+    m2 = zoo.load_model(NAME, threat_model="L2", samples=2)  # same weights for both threat models
+    assert m2.samples == 2 and _same_weights(m, m2)
+    with zoo.default_samples(3):
+        assert zoo.load_model(NAME).samples == 3
+    assert zoo.get_default_samples() == 5
+    with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+        zoo.load_model(NAME, samples=0)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+        zoo.set_default_samples(True)
+
+
+def test_unknown_names_list_what_exists(store):
+    with pytest.raises(ValueError, match=rf"unknown lwta-plugin model 'nope'\. Shipped for mnist: {NAME}, {OTHER}\. "
+                                         r"Architectures .*relu_softmax.*lwta_ibp_tanh16"):
+        zoo.load_model("nope")
+    with pytest.raises(ValueError, match="unknown data set 'svhn'.*available: mnist, fashion_mnist, cifar10"):
+        zoo.load_model(NAME, dataset="svhn")
+    with pytest.raises(ValueError, match="unknown threat model 'corruptions'.*Linf, L2"):
+        zoo.load_model(NAME, threat_model="corruptions")
+
+
+def test_missing_checkpoint_says_how_to_train(store, tmp_path):
+    with pytest.raises(zoo.ModelNotAvailableError) as e:
+        zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models")
+    msg = str(e.value)
+    assert "lwta train --model lwta_ibp_softmax --dataset mnist" in msg
+    assert str(tmp_path / "models" / "mnist" / "Linf" / "lwta_ibp_softmax.pt") in msg
+    with pytest.raises(zoo.ModelNotAvailableError, match="cifar10"):
+        zoo.load_model(NAME, dataset="cifar10")
+
+
+def test_model_dir_fallback_in_robustbench_layout(store, tmp_path):
+    target = tmp_path / "models" / "mnist" / "Linf" / "lwta_ibp_softmax.pt"
+    saved, _ = _checkpoint(target, "lwta_ibp_softmax", seed=7)
+    m = zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models")
+    assert _same_weights(m, saved) and not m.training
+    with pytest.raises(zoo.ModelNotAvailableError):  # the threat model picks RobustBench's sub-directory
+        zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models", threat_model="L2")
+    # a file of another model under this name is refused by the architecture check
+    shutil.copy(tmp_path / f"{OTHER}.pt", target.with_name("lwta_ibp_logistic.pt"))
+    with pytest.raises(CheckpointError, match=f"holds model '{OTHER}', not 'lwta_ibp_logistic'"):
+        zoo.load_model("lwta_ibp_logistic", model_dir=tmp_path / "models")
+    # an explicit checkpoint file is checked the same way
+    assert _same_weights(zoo.load_model("lwta_ibp_softmax", checkpoint=target), saved)
+    with pytest.raises(CheckpointError, match=f"holds model '{OTHER}', not 'lwta_ibp_softmax'"):
+        zoo.load_model("lwta_ibp_softmax", checkpoint=tmp_path / f"{OTHER}.pt")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "swap"])
+def test_damaged_store_file_is_refused(store, damage):
+    path = store.path / "mnist" / f"{NAME}.pt"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) - 100]
+    else:
+        data = bytearray((store.path / "mnist" / f"{OTHER}.pt").read_bytes())
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"does not match the weight manifest: sha256 [0-9a-f]{64} \(expected"):
+        zoo.load_model(NAME)
+
+
+def test_malicious_pickle_is_refused_and_never_runs(store, tmp_path):
+    def payload(marker):
+        buf = tmp_path / f"evil_{marker.name}.pt"
+        torch.save({"format": "lwta-plugin/checkpoint-1", "config": {}, "state_dict": {}, "state_sha256": "",
+                    "meta": {}, "x": _Evil(marker)}, buf)
+        return buf
+
+    control = tmp_path / "control_marker"  # proves the payload is live: an unsafe load runs it
+    torch.load(payload(control), weights_only=False)
+    assert control.exists()
+
+    marker = tmp_path / "marker"
+    evil = payload(marker)
+    # (1) in the store, with a manifest entry whose hash matches (an attacker who controls both)
+    shutil.copy(evil, store.path / "mnist" / f"{NAME}.pt")
+    manifest = zoo.read_manifest()
+    manifest["models"][f"mnist/{NAME}"].update(sha256=sha256_file(evil), size=evil.stat().st_size)
+    zoo.manifest_path().write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        zoo.load_model(NAME)
+    # (2) in model_dir, (3) shipped
+    target = tmp_path / "models" / "mnist" / "Linf" / "lwta_ibp_softmax.pt"
+    target.parent.mkdir(parents=True)
+    shutil.copy(evil, target)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        zoo.register_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_malformed_manifest_is_refused(store):
+    manifest = zoo.read_manifest()
+    manifest["models"][f"mnist/{NAME}"]["file"] = "../../etc/passwd"
+    zoo.manifest_path().write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="points outside the store"):
+        zoo.load_model(NAME)
+    zoo.manifest_path().write_text('{"format": "something else", "models": {}}')
+    with pytest.raises(ValueError, match="is not a 'lwta-plugin/weights-manifest-1' manifest"):
+        zoo.load_model(NAME)
+
+
+def test_torchattacks_pgd_on_loaded_model(store):
+    torchattacks = pytest.importorskip("torchattacks")
+    model = zoo.load_model(NAME, samples=2)
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.randint(0, 10, (4,))
+    x_adv = torchattacks.PGD(model, eps=0.3, alpha=0.1, steps=2)(x, y)
+    assert x_adv.shape == x.shape and not model.training
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and not torch.equal(x_adv, x)
+
+
+def test_ship_script_and_cards(store, tmp_path):
+    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    _checkpoint(tmp_path / "relu.pt", "relu_softmax", seed=2)
+    assert ship.main([str(tmp_path / "relu.pt"), "--store", str(tmp_path / "s2")]) == 0
+    assert zoo.read_manifest(tmp_path / "s2")["models"]["mnist/relu_softmax"]["sha256"] == sha256_file(
+        tmp_path / "s2" / "mnist" / "relu_softmax.pt")
+    assert ship.main([str(tmp_path / "missing.pt")]) == 2
+
+    from lwta_plugin import cards
+    from lwta_plugin.models import count_parameters
+
+    model = zoo.load_model("relu_softmax", store=tmp_path / "s2")  # deterministic: accuracy is exact
+    x, y = torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    acc = cards.measure_clean_accuracy(model, x, y, samples=2, repeats=2, batch_size=8)
+    exact = (model(x).argmax(1) == y).double().mean().item()
+    assert acc["accuracy"] == pytest.approx(exact) and acc["per_repeat"] == [pytest.approx(exact)] * 2
+    assert acc["ci_low"] <= exact <= acc["ci_high"] and acc["ci_high"] - acc["ci_low"] > 0.1  # n=20: wide
+
+    path = cards.write_card(NAME, "mnist", repeats=1, samples=2, x=x, y=y)
+    assert path == store.path / "mnist" / f"{NAME}.md"
+    text = path.read_text()
+    entry = zoo.read_manifest()["models"][f"mnist/{NAME}"]
+    params = count_parameters(store.models[NAME])
+    for expected in (f"# `{NAME}` (MNIST)", entry["sha256"], f"{params['weights']:,}", f"{params['ibp']:,}",
+                     entry["training"]["command"], "Random at test time", "on 20 MNIST test images",
+                     "S = 2 stochastic passes", "16-bit Hadamard", "autoattack-rand", "Do not edit by hand"):
+        assert expected in text, expected
+    with pytest.raises(ValueError, match="not shipped"):
+        cards.write_card("lwta_ibp_softmax", "mnist", x=x, y=y)
+
+
+def test_import_is_light_and_works_without_robustbench(store):
+    code = ("import sys; import lwta_plugin; assert 'torch' not in sys.modules and 'robustbench' not in sys.modules;"
+            "sys.modules['robustbench'] = None;"  # as if robustbench were not installed
+            f"m = lwta_plugin.load_model('{NAME}', dataset='mnist'); print(type(m).__name__, m.training, m.samples);"
+            "from lwta_plugin.zoo import register_robustbench; print(register_robustbench())")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["LWTANet", "False", "5", "False"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RobustBench integration
+
+
+@pytest.fixture(scope="module")
+def rb():
+    pytest.importorskip("pyautoattack")
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench not installed")
+    from lwta_plugin.compat import import_robustbench
+
+    return import_robustbench()
+
+
+def test_registration_is_idempotent_and_keeps_robustbench_models(rb):
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    cifar_linf = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    own = {k: dict(v) for k, v in cifar_linf.items() if not v.get("lwta_plugin")}
+    snapshot = {ds: {tm: list(d) for tm, d in per.items()} for ds, per in model_dicts.items()}
+    assert zoo.register_robustbench() and zoo.register_robustbench()
+    from lwta_plugin.compat import install_robustbench_hook
+
+    install_robustbench_hook()
+    assert sum(bool(getattr(f, "_lwta_plugin_hook", False)) for f in sys.meta_path) <= 1
+    assert {ds: {tm: list(d) for tm, d in per.items()} for ds, per in model_dicts.items()} == snapshot
+    assert [m.value for m in BenchmarkDataset] == ["cifar10", "cifar100", "imagenet", "mnist"]
+    assert BenchmarkDataset("mnist") is BenchmarkDataset.mnist and BenchmarkDataset("cifar10").name == "cifar_10"
+    assert "Standard" in own and "Carmon2019Unlabeled" in own and len(own) > 50
+    assert {k: dict(v) for k, v in cifar_linf.items() if not v.get("lwta_plugin")} == own  # untouched
+    for ds in (BenchmarkDataset.mnist, BenchmarkDataset.cifar_10):
+        for tm in (ThreatModel.Linf, ThreatModel.L2):
+            assert model_dicts[ds][tm][NAME]["gdrive_id"] == f"lwta-plugin:{ds.value}/{NAME}"
+    import robustbench.utils as rb_utils
+
+    assert rb.load_model is rb_utils.load_model and getattr(rb_utils.load_model, "_lwta_plugin_patched", False)
+    assert not getattr(rb_utils.load_model._lwta_original, "_lwta_plugin_patched", False)
+
+
+def test_load_through_robustbench(rb, store, tmp_path):
+    from robustbench.utils import load_model
+
+    m = load_model(NAME, model_dir=tmp_path / "models", dataset="mnist", threat_model="Linf")
+    assert isinstance(m, LWTANet) and not m.training and m.samples == 5 and has_input_validation(m)
+    assert _same_weights(m, store.models[NAME]) and m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    m2 = load_model(NAME, dataset=BenchmarkDataset.mnist, threat_model=ThreatModel.L2)
+    assert _same_weights(m2, m)
+    # RobustBench's original load_model (a reference taken before the plugin was imported) also works: the
+    # entry's sentinel gdrive_id makes it copy the verified file from the store into its own layout
+    with zoo.default_samples(2):
+        m3 = load_model._lwta_original(NAME, model_dir=tmp_path / "rb", dataset="mnist", threat_model="Linf")
+    copied = tmp_path / "rb" / "mnist" / "Linf" / f"{NAME}.pt"
+    assert sha256_file(copied) == zoo.read_manifest()["models"][f"mnist/{NAME}"]["sha256"]
+    assert isinstance(m3, LWTANet) and not m3.training and m3.samples == 2 and _same_weights(m3, m)
+    with pytest.raises(zoo.ModelNotAvailableError, match="lwta train --model lwta_ibp_softmax"):
+        load_model._lwta_original("lwta_ibp_softmax", model_dir=tmp_path / "rb", dataset="mnist")
+    # damaged store file: refused through RobustBench too
+    (store.path / "mnist" / f"{NAME}.pt").write_bytes(b"x" * 10)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_model(NAME, dataset="mnist")
+
+
+def test_robustbench_names_go_to_robustbench(rb):
+    from robustbench.utils import load_model
+
+    calls = []
+    wrapped = zoo._robustbench_load_model_wrapper(lambda *a: calls.append(a) or "robustbench")
+    assert wrapped("Standard", "./m", "cifar10", "Linf") == "robustbench"
+    assert calls == [("Standard", "./m", "cifar10", "Linf", "", None)]
+    with pytest.raises(KeyError):  # RobustBench's own behaviour for an unknown name
+        load_model("NoSuchModel", dataset="cifar10", threat_model="Linf")
+    with pytest.raises(ValueError, match="unknown threat model 'corruptions'"):
+        load_model(NAME, dataset="mnist", threat_model="corruptions")
+
+
+def test_benchmark_refuses_random_models(rb, store):
+    from lwta_plugin.compat import refuse_random_model
+
+    model = zoo.load_model(NAME, samples=1)
+    with pytest.raises(ValueError, match=rf"random model '{NAME}'.*lwta evaluate --model {NAME} --dataset mnist "
+                                         r"--protocol autoattack-rand"):
+        rb.benchmark(model, n_examples=4, dataset="mnist", threat_model="Linf", eps=0.3)
+    with pytest.raises(ValueError, match="random model"):
+        rb.benchmark(torch.nn.Sequential(model), n_examples=4, dataset="mnist", threat_model="Linf", eps=0.3)
+    import robustbench.eval as rb_eval
+
+    with pytest.raises(ValueError, match="AutoAttack\\(version='standard'\\) would evaluate the random model"):
+        rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="standard", device="cpu", log_path=None)
+    with model.sampling("argmax"):
+        refuse_random_model(model)  # a deterministic surrogate is allowed
+    refuse_random_model(create_model("relu_softmax"))
+
+
+def test_autoattack_adapter_takes_robustbench_arguments(rb, tmp_path):
+    import robustbench.eval as rb_eval
+    from pyautoattack import AutoAttack
+
+    torch.manual_seed(0)
+    model = create_model("relu_softmax").eval()  # deterministic
+    x = torch.rand(4, 1, 28, 28)
+    y = model(x).argmax(1)
+    log = tmp_path / "aa.log"
+    # exactly robustbench.eval.benchmark's calls
+    adversary = rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="custom", device="cpu", log_path=str(log),
+                                   attacks_to_run=["apgd-ce"])
+    assert isinstance(adversary, AutoAttack)
+    adversary.apgd.n_iter = 3
+    x_adv = adversary.run_standard_evaluation(x, y, bs=2, state_path=None)
+    assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+    assert "apgd-ce" in log.read_text()
+
+
+def test_autoattack_alias_and_pkg_resources(rb, monkeypatch):
+    import pyautoattack
+
+    from lwta_plugin import compat
+
+    assert sys.modules["autoattack"] is pyautoattack and sys.modules["autoattack.state"] is pyautoattack.state
+    monkeypatch.setattr(compat, "_have", lambda name: name != "pkg_resources")
+    with pytest.raises(ImportError, match=r"pip install 'setuptools<81'"):
+        compat.ensure_robustbench_importable()
+
+
+def test_real_autoattack_is_not_shadowed(tmp_path):
+    (tmp_path / "autoattack").mkdir()
+    (tmp_path / "autoattack" / "__init__.py").write_text("REAL = True\n")
+    code = "import lwta_plugin.compat as c; print(c.alias_autoattack()); import autoattack; print(autoattack.REAL)"
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
+
+class Color(enum.Enum):
+    red = "r"
+    green = "g"
+
+
+def test_extend_enum_in_place():
+    keyed = {Color.red: 1}
+    blue = zoo.extend_enum(Color, "blue", "b")
+    assert zoo.extend_enum(Color, "blue", "b") is blue  # idempotent
+    assert Color("b") is Color.blue is Color["blue"] is blue and blue.name == "blue" and blue.value == "b"
+    assert list(Color) == [Color.red, Color.green, blue] and len(Color) == 3 and keyed[Color("r")] == 1
+    assert pickle.loads(pickle.dumps(blue)) is blue
+    with pytest.raises(ValueError, match="already has value 'r'"):
+        zoo.extend_enum(Color, "crimson", "r")
+    with pytest.raises(ValueError, match="exists with value 'b'"):
+        zoo.extend_enum(Color, "blue", "x")
