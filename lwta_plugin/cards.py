@@ -21,6 +21,7 @@ import torch
 
 from .io import atomic_write_text
 from .models import ENSEMBLE_CODES, LWTANet, count_parameters
+from .validation import check_images, check_labels
 from .zoo import DATASETS, available_models, get_default_samples, load_model, read_manifest, weights_dir
 
 PAPER = ("Panousis, Chatzis & Theodoridis, *Local Competition and Stochasticity for Adversarial Robustness in "
@@ -51,16 +52,21 @@ def measure_clean_accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, sam
     effective sample size ``acc (1 - acc) / se^2`` (``se`` = standard error of the mean of ``p_i``), so it covers
     both the sampling of the test set and the model's randomness; with one repeat it is the plain Wilson interval.
     """
-    if repeats < 1 or samples < 1 or len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"need repeats >= 1, samples >= 1 and matching non-empty x, y; got repeats={repeats}, "
-                         f"samples={samples}, {len(x)} images, {len(y)} labels")
-    torch.manual_seed(seed)
+    for arg, value in (("repeats", repeats), ("samples", samples), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    who = f"{model.config.name} ({model.config.dataset})"
+    check_images(x, model.input_shape, who=f"{who}: test images")
+    check_labels(y, model.n_classes, batch=len(x), who=f"{who}: test labels")
     model.eval()
     correct = torch.zeros(len(x), dtype=torch.float64)
     per_repeat = []
-    with torch.inference_mode(), model.using(samples=samples):
+    with torch.random.fork_rng(), torch.inference_mode(), model.using(samples=samples):
+        torch.manual_seed(seed)  # the caller's random state is left untouched
         for _ in range(repeats):
-            hits = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+            hits = torch.cat([(model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).cpu()
                               for i in range(0, len(x), batch_size)]).double()
             correct += hits
             per_repeat.append(hits.mean().item())
@@ -76,6 +82,10 @@ def measure_clean_accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, sam
     return {"accuracy": acc, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half),
             "level": level, "n": n, "samples": samples, "repeats": repeats, "per_repeat": per_repeat,
             "seed": seed, "effective_n": n_eff}
+
+
+def _na(v: Any) -> str:
+    return "n/a" if v is None else str(v)
 
 
 def _pct(v: float | None, digits: int = 2) -> str:
@@ -114,22 +124,24 @@ def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str
              "## Parameters", "", "| kind | count |", "|---|---:|",
              f"| weights and biases | {params['weights']:,} |",
              f"| IBP variational parameters | {params['ibp']:,} |",
-             f"| BatchNorm (incl. running statistics) | {params['batchnorm']:,} |", "",
+             f"| BatchNorm (incl. running statistics) | {params['batchnorm']:,} |",
+             (f"| total (parameters + BatchNorm running statistics) | "
+              f"{params['weights'] + params['ibp'] + params['batchnorm']:,} |"), "",
              "## Checkpoint", "", "| | |", "|---|---|",
              f"| file | `{entry['file']}` |", f"| sha256 | `{entry['sha256']}` |",
-             f"| size | {entry['size']:,} bytes |", f"| weights hash | `{entry.get('state_sha256')}` |",
-             f"| plugin / torch at training | {versions.get('plugin')} / {versions.get('torch')} |", "",
+             f"| size | {entry['size']:,} bytes |", f"| weights hash | `{_na(entry.get('state_sha256'))}` |",
+             f"| plugin / torch at training | {_na(versions.get('plugin'))} / {_na(versions.get('torch'))} |", "",
              "## Training", ""]
     if tr.get("command"):
         lines += ["```", tr["command"], "```", ""]
     fgsm = tr.get("fgsm_eps")
     lines += ["| | |", "|---|---|",
-              f"| epochs | {tr.get('epochs')} (checkpoint: epoch {tr.get('best_epoch')}, best on validation) |",
-              f"| seed | {tr.get('seed')} |",
+              f"| epochs | {_na(tr.get('epochs'))} (checkpoint: epoch {_na(tr.get('best_epoch'))}, best on validation) |",
+              f"| seed | {_na(tr.get('seed'))} |",
               f"| adversarial training | {f'FGSM, eps = {fgsm}' if fgsm else 'none'} |",
-              (f"| batch size, learning rates | {tr.get('batch_size')}, {tr.get('lr')} (weights), "
-               f"{tr.get('ibp_lr')} (IBP) |"),
-              f"| training / validation images | {tr.get('n_train')} / {tr.get('n_val')} |",
+              (f"| batch size, learning rates | {_na(tr.get('batch_size'))}, {_na(tr.get('lr'))} (weights), "
+               f"{_na(tr.get('ibp_lr'))} (IBP) |"),
+              f"| training / validation images | {_na(tr.get('n_train'))} / {_na(tr.get('n_val'))} |",
               f"| validation accuracy (1 pass, at training) | {_pct(metrics.get('val_acc'))} |"]
     for key in sorted(k for k in metrics if k.startswith("test_acc_")):
         what = key[len("test_acc_"):].replace("1pass", "1 pass").replace("samples", " passes averaged")
@@ -170,6 +182,8 @@ def write_card(name: str, dataset: str = "mnist", store: str | os.PathLike | Non
 
     The test set comes from :func:`lwta_plugin.data.load_tensors` unless ``x``, ``y`` are given.
     """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; available: {', '.join(DATASETS)}")
     entry = read_manifest(store)["models"].get(f"{dataset}/{name}")
     if entry is None:
         raise ValueError(f"{dataset}/{name} is not shipped in the weight store; ship it first "

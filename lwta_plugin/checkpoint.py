@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import atomic_write, sha256_file
+from .io import atomic_write
 from .models import LWTANet, model_from_config
 
 FORMAT = "lwta-plugin/checkpoint-1"
@@ -52,22 +53,37 @@ def read_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    data = path.read_bytes()  # hashed and loaded from the same bytes
     if sha256 is not None:
-        actual = sha256_file(path)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise CheckpointError(f"checkpoint {path} has sha256 {actual}, expected {sha256}: the file is corrupt, "
                                   "truncated or not the published one; delete it and fetch/train it again")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for pickle payloads, RuntimeError/EOFError for truncation
-        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only=True): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # objects other than tensors and plain data (e.g. code), or garbage
+        lines = str(e).splitlines()
+        detail = next((ln.strip() for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else "")
+        raise CheckpointError(f"refused to load checkpoint {path}: torch.load(weights_only=True) rejected it, so "
+                              "it is not a plain tensor checkpoint (it may hold pickled code, which is never run); "
+                              f"{detail}") from None
+    except Exception as e:  # RuntimeError/EOFError/OSError/UnicodeDecodeError for truncated or damaged files
+        first = str(e).splitlines()[0] if str(e) else "unexpected end of file"
+        raise CheckpointError(f"cannot read checkpoint {path} (torch.load, weights_only=True): the file is "
+                              f"truncated or corrupt ({type(e).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lwta-plugin checkpoint (expected format {FORMAT!r})")
     for key, typ in (("config", dict), ("state_dict", dict), ("state_sha256", str), ("meta", dict)):
         if not isinstance(payload.get(key), typ):
             raise CheckpointError(f"{path}: field {key!r} missing or not a {typ.__name__}")
-    if state_sha256(payload["state_dict"]) != payload["state_sha256"]:
+    bad = [k for k, v in payload["state_dict"].items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict must map names to tensors; bad entries: {bad[:3]!r}")
+    try:
+        actual_state = state_sha256(payload["state_dict"])
+    except (TypeError, RuntimeError) as e:  # e.g. sparse or exotic tensors: never written by save_checkpoint
+        raise CheckpointError(f"{path}: unsupported tensor in state_dict ({type(e).__name__}: {e})") from None
+    if actual_state != payload["state_sha256"]:
         raise CheckpointError(f"{path}: weights do not match their recorded hash (corrupted or edited)")
     return payload
 
@@ -84,8 +100,17 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None, expected
         raise CheckpointError(f"{path} holds model {model.config.name!r}, not {expected_name!r}")
     if expected_dataset is not None and model.config.dataset != expected_dataset:
         raise CheckpointError(f"{path} was built for {model.config.dataset!r}, not {expected_dataset!r}")
+    state, expected = payload["state_dict"], model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{len(x)} {what} (e.g. {', '.join(x[:2])})"
+                 for x, what in ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if x]
+        raise CheckpointError(f"{path}: weights do not fit architecture {model.config.name!r} named by its config: "
+                              f"{'; '.join(parts)}")
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit architecture {model.config.name!r}: "
                               f"{str(e).splitlines()[0]}") from None

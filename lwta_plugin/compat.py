@@ -15,8 +15,12 @@
   deterministic defenses). We **refuse** rather than silently re-route to ``version='rand'``: pyautoattack's
   ``rand`` still scores clean and robust accuracy with a single random pass, so its number would look like a
   RobustBench result while meaning something else. The error points to ``lwta evaluate --protocol
-  autoattack-rand`` (EOT, accuracies averaged over passes with confidence intervals). Deterministic models and
-  deterministic surrogates (``with model.sampling("argmax"): benchmark(model, ...)``) run unchanged.
+  autoattack-rand`` (EOT, accuracies averaged over passes with confidence intervals) and ``--protocol
+  adaptive``. The adapter likewise refuses ``AutoAttack(random_model, version='standard' | 'plus')`` (no EOT).
+  Deterministic models and deterministic surrogates (``with model.sampling("argmax"): benchmark(model, ...)``)
+  run unchanged.
+* ``import autoattack.<sub>`` after the alias returns ``pyautoattack.<sub>`` itself (a meta path finder), never a
+  second copy of the module with its own classes.
 * A post-import hook (:func:`install_robustbench_hook`, called by ``import lwta_plugin``) applies all of the
   above and registers the plugin's models when robustbench is first imported, so ``import lwta_plugin`` does not
   import robustbench (or torch) itself and works without robustbench installed.
@@ -66,7 +70,34 @@ def alias_autoattack() -> bool:
     for name, module in list(sys.modules.items()):
         if name.startswith(prefix):
             sys.modules.setdefault("autoattack." + name[len(prefix):], module)
+    if not any(isinstance(f, _AutoAttackAliasFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AutoAttackAliasFinder())  # submodules imported later: the same module objects
     return True
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Makes ``import autoattack.x`` return the module ``pyautoattack.x`` itself (never a second copy)."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        # the import system returns sys.modules[name] after exec_module, i.e. the real module
+        sys.modules[module.__name__] = importlib.import_module(self.target)
+
+
+class _AutoAttackAliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith("autoattack.") or getattr(sys.modules.get("autoattack"), "__name__", "") \
+                != "pyautoattack":
+            return None
+        real = "pyautoattack." + fullname[len("autoattack."):]
+        if not _have(real):
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(real))
 
 
 def ensure_robustbench_importable() -> None:
@@ -111,11 +142,13 @@ def refuse_random_model(model: Any, what: str = "robustbench's benchmark()") -> 
     found = random_lwta_modules(model)
     if found:
         cfg = found[0].config
+        dataset = getattr(found[0], "zoo_dataset", cfg.dataset)
         raise ValueError(
-            f"{what} would evaluate the random model {cfg.name!r} ({cfg.dataset}) with single-pass standard "
+            f"{what} would evaluate the random model {cfg.name!r} ({dataset}) with single-pass standard "
             "AutoAttack and one random clean pass, which overestimates the robustness of random models "
             "(RobustBench only admits deterministic defenses). Evaluate it with EOT instead: "
-            f"`{EVALUATE_HINT.replace('<name>', cfg.name).replace('<dataset>', cfg.dataset)}`. "
+            f"`{EVALUATE_HINT.replace('<name>', cfg.name).replace('<dataset>', dataset)}` "
+            "(or `--protocol adaptive` for the full adaptive suite). "
             "To benchmark a deterministic surrogate on purpose: `with model.sampling('argmax'): benchmark(...)`.")
 
 
@@ -130,8 +163,8 @@ def _autoattack_adapter_class():
                      is_tf_model: bool = False, device: Any = "cuda", log_path: str | None = None):
             if is_tf_model:
                 raise ValueError("TensorFlow models are not supported by pyautoattack")
-            if version == "standard":
-                refuse_random_model(model, "AutoAttack(version='standard')")
+            if version in ("standard", "plus"):  # no EOT: only 'rand' averages gradients over the randomness
+                refuse_random_model(model, f"AutoAttack(version={version!r})")
             super().__init__(model, attacks=(attacks_to_run or None) if version == "custom" else None,
                              device=device, eps=eps, norm=norm, seed=seed, version=version)
             self.verbose = verbose
@@ -142,6 +175,10 @@ def _autoattack_adapter_class():
             if bs is not None and batch_size is not None and bs != batch_size:
                 raise ValueError(f"conflicting batch sizes: bs={bs}, batch_size={batch_size}")
             import logging
+            from pathlib import Path
+
+            if state_path is not None:  # pyautoattack calls state_path.exists()
+                state_path = Path(state_path)
 
             handler = None
             if self.log_path is not None:  # fra31's log_path: the attack log goes to this file
@@ -201,7 +238,7 @@ def _after_robustbench_import() -> None:
 
         register_robustbench()
         robustbench._lwta_plugin_registered = True
-    except Exception as e:  # noqa: BLE001 -- never break robustbench's own models because of the plugin
+    except Exception as e:  # never break robustbench's own models because of the plugin
         warnings.warn(f"lwta-plugin could not register its models in RobustBench: {type(e).__name__}: {e}",
                       RuntimeWarning, stacklevel=2)
 

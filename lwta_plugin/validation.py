@@ -6,6 +6,10 @@ The check runs as a forward pre-hook on the model itself, so the model returned 
 AutoAttack and RobustBench can use it as is. The hook only reads its input (gradients flow untouched) and costs
 one reduction with one host synchronisation per call (``aminmax``); shape and dtype checks are Python-only.
 Only ``forward`` (``model(x)``) is checked: ``forward_samples`` and ``raw`` are left alone for attack code.
+
+:func:`check_labels` does the same for class labels where the plugin takes them (e.g.
+:func:`lwta_plugin.cards.measure_clean_accuracy`): a 1-D integer tensor of indices in ``[0, n_classes)``.
+Every error is a ValueError that starts with who refused the input and names the expected form.
 """
 from __future__ import annotations
 
@@ -34,15 +38,17 @@ def _compiling() -> bool:
 
 
 def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None, tol: float = TOLERANCE,
-                 who: str = "model") -> None:
+                 who: str = "model", device: torch.device | None = None) -> None:
     """Raise ValueError unless ``x`` is a non-empty float batch ``[B, *shape]`` with finite values in [0, 1].
 
-    ``dtype``: the model's parameter dtype (a floating input of another dtype is refused, as the convolution would
-    fail with a less clear message). ``tol`` is the slack allowed outside [0, 1].
+    ``dtype``/``device``: the model's parameter dtype and device (a floating input of another dtype or on another
+    device is refused, as the convolution would fail with a less clear message). ``tol`` is the slack allowed
+    outside [0, 1].
     """
     want = _expected(shape)
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{who}: expected a torch.Tensor of {want}, got {type(x).__name__}")  # noqa: TRY004
+        hint = " (a numpy array? use torch.from_numpy(x))" if type(x).__module__ == "numpy" else ""
+        raise ValueError(f"{who}: expected a torch.Tensor of {want}, got {type(x).__name__}{hint}")  # noqa: TRY004
     got = _fmt(x.shape)
     if x.dim() != len(shape) + 1:
         hint = ""
@@ -65,6 +71,10 @@ def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None,
     if dtype is not None and x.dtype != dtype:
         raise ValueError(f"{who}: expected dtype {dtype} (the model's parameters), got {x.dtype}: "
                          f"convert the input with x.to({dtype}) or the model with model.to({dtype})")
+    if device is not None and x.device != device:
+        raise ValueError(f"{who}: input is on {x.device} but the model is on {device}: move it with x.to({str(device)!r})")
+    if x.layout != torch.strided:
+        raise ValueError(f"{who}: expected a dense tensor of {want}, got layout {x.layout}: use x.to_dense()")
     if x.device.type == "meta" or torch.jit.is_tracing() or _compiling():
         return  # no values to read, or a data-dependent check would break the trace/graph
     lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # aminmax propagates NaN
@@ -82,13 +92,38 @@ def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None,
                          f"expected {want}{hint}")
 
 
+def check_labels(y: Any, n_classes: int = 10, batch: int | None = None, who: str = "labels") -> None:
+    """Raise ValueError unless ``y`` is a 1-D integer tensor of class indices in ``[0, n_classes)``.
+
+    ``batch``: the number of images the labels belong to (their count must match).
+    """
+    want = f"a 1-D integer tensor of class indices in [0, {n_classes - 1}]" + (f" of length {batch}" if batch else "")
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{who}: expected {want}, got {type(y).__name__}")  # noqa: TRY004
+    if y.dim() != 1:
+        hint = " (one-hot labels? use y.argmax(1))" if y.dim() == 2 and y.shape[-1] == n_classes else ""
+        raise ValueError(f"{who}: expected {want}, got shape {_fmt(y.shape)}{hint}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"{who}: expected {want}, got dtype {y.dtype} (use y.long())")
+    if batch is not None and len(y) != batch:
+        raise ValueError(f"{who}: {len(y)} labels for {batch} images: expected {want}")
+    if len(y) == 0:
+        raise ValueError(f"{who}: empty: expected {want}")
+    if y.device.type == "meta":
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(f"{who}: class index out of range: values span [{lo}, {hi}], expected {want}"
+                         + (" (labels counted from 1? subtract 1)" if lo >= 1 and hi == n_classes else ""))
+
+
 def _pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
     x = args[0] if args else next(iter(kwargs.values()), None)
     param = next(module.parameters(), None)
     cfg = getattr(module, "config", None)
-    who = f"{cfg.name} ({cfg.dataset})" if cfg is not None else type(module).__name__
+    who = f"{cfg.name} ({getattr(module, 'zoo_dataset', cfg.dataset)})" if cfg is not None else type(module).__name__
     check_images(x, module.input_shape, None if param is None else param.dtype,
-                 getattr(module, _TOL, TOLERANCE), who)
+                 getattr(module, _TOL, TOLERANCE), who, None if param is None else param.device)
 
 
 def _hook_ids(model: nn.Module) -> list[int]:

@@ -38,7 +38,7 @@ model only selects RobustBench's sub-directory of ``model_dir`` and the leaderbo
 
 Shipping a model
 ----------------
-``python scripts/ship_model.py runs/mnist/lwta_ibp_tanh16.pt --card`` (or :func:`register_checkpoint`) copies
+``python scripts/ship_model.py runs/lwta_ibp_tanh16_mnist_s0.pt --card`` (or :func:`register_checkpoint`) copies
 a final ``lwta train`` checkpoint to ``weights/<dataset>/<name>.pt``, records sha256, size, training command,
 epochs, seed and the validation/test accuracies of the checkpoint's meta in ``weights/manifest.json``, and with
 ``--card`` writes the model card (:mod:`lwta_plugin.cards`). Manifest format (keys sorted, canonical JSON)::
@@ -91,14 +91,16 @@ import argparse
 import contextlib
 import enum
 import functools
+import hashlib
 import os
-import shutil
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .io import atomic_write, atomic_write_json, sha256_file
@@ -226,13 +228,23 @@ def _value(x: Any) -> Any:
     return x.value if isinstance(x, enum.Enum) else x
 
 
+def _did_you_mean(value: Any, choices: list[str] | tuple[str, ...]) -> str:
+    import difflib
+
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value.lower(), choices, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def _check_request(model_name: str, dataset: str, threat_model: str, store: Path | None = None) -> None:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown data set {dataset!r} for lwta-plugin models; available: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {dataset!r} for lwta-plugin models; available: {', '.join(DATASETS)}."
+                         + _did_you_mean(dataset, DATASETS))
     if model_name not in list_models():
         shipped = [e["name"] for e in available_models(dataset, store)]
         raise ValueError(
-            f"unknown lwta-plugin model {model_name!r}. Shipped for {dataset}: "
+            f"unknown lwta-plugin model {model_name!r}.{_did_you_mean(model_name, list_models())} Shipped for {dataset}: "
             f"{', '.join(shipped) if shipped else 'none'}. Architectures (loadable once trained, see `lwta models`): "
             f"{', '.join(list_models())}")
     if threat_model not in THREAT_MODELS:
@@ -247,11 +259,15 @@ class ResolvedCheckpoint:
     source: str  # "store" | "model_dir" | "explicit"
 
 
-def _verify_store_file(path: Path, entry: dict) -> None:
-    if not path.is_file():
+def _verify_store_file(path: Path, entry: dict, data: bytes | None = None) -> None:
+    """Raise CheckpointError unless the file (or ``data``, its contents as read) matches its manifest entry."""
+    if data is None and not path.is_file():
         raise CheckpointError(f"the weight manifest lists {entry['dataset']}/{entry['name']} but {path} is missing; "
                               "reinstall the package or ship the checkpoint again (scripts/ship_model.py)")
-    size, sha = path.stat().st_size, sha256_file(path)
+    if data is None:
+        size, sha = path.stat().st_size, sha256_file(path)
+    else:
+        size, sha = len(data), hashlib.sha256(data).hexdigest()
     if size != entry["size"] or sha != entry["sha256"]:
         raise CheckpointError(
             f"checkpoint {path} does not match the weight manifest: sha256 {sha} (expected {entry['sha256']}), "
@@ -284,23 +300,48 @@ def resolve_checkpoint(model_name: str, dataset: str = "mnist", threat_model: st
         f"runs/{model_name}_{dataset}_s0.pt` or copy the checkpoint to {where}")
 
 
-def _prepare(model: LWTANet, samples: int) -> LWTANet:
+def _check_finite(model: LWTANet, path: Path) -> None:
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or Inf (e.g. {bad[0]}): the training "
+                              "run diverged or the file was edited; retrain the model")
+
+
+def _prepare(model: LWTANet, samples: int, dataset: str | None = None) -> LWTANet:
     model.samples = samples
+    model.zoo_dataset = dataset or model.config.dataset  # fashion_mnist shares mnist's architecture
     enable_input_validation(model)
     return model.eval()
 
 
-def load_model(model_name: str, model_dir: str | os.PathLike | None = None, dataset: str = "mnist",
-               threat_model: str = "Linf", samples: int | None = None, *,
-               checkpoint: str | os.PathLike | None = None, store: str | os.PathLike | None = None) -> LWTANet:
-    """Load a trained plugin model by name (RobustBench's ``load_model`` signature; RobustBench not needed).
+def load_model(model_name: str, model_dir: str | os.PathLike | None = "./models", dataset: Any = "mnist",
+               threat_model: Any = "Linf", custom_checkpoint: str | os.PathLike = "", norm: str | None = None, *,
+               samples: int | None = None, checkpoint: str | os.PathLike | None = None,
+               store: str | os.PathLike | None = None) -> LWTANet:
+    """Load a trained plugin model by name, offline (RobustBench's ``load_model`` signature; RobustBench not needed).
+
+    The positional parameters are RobustBench 1.1.1's: ``model_dir`` (RobustBench layout
+    ``<model_dir>/<dataset>/<threat_model>/<name>.pt``, searched after the weight store), ``dataset`` and
+    ``threat_model`` (strings or RobustBench's enums), ``custom_checkpoint`` (an explicit checkpoint file, as
+    ``checkpoint``) and the deprecated ``norm`` (overrides ``threat_model``). The default data set is MNIST, where
+    the plugin's models live (RobustBench's default is CIFAR-10).
 
     Returns the :class:`LWTANet` in eval mode, averaging ``samples`` stochastic passes per call (default:
     :func:`get_default_samples`, 5) and validating its inputs. ``checkpoint`` loads an explicit file instead of
-    resolving one (still checked against the name and data set); ``store`` overrides the weight store. Raises ValueError for unknown names, data sets
-    or threat models, :class:`ModelNotAvailableError` if no checkpoint exists, :class:`CheckpointError` if one
-    is corrupt, unsafe or of another model.
+    resolving one (still checked against the name and data set); ``store`` overrides the weight store. Raises
+    ValueError for unknown names, data sets or threat models, :class:`ModelNotAvailableError` (saying how to train
+    the model and where to put it) if no checkpoint exists, :class:`CheckpointError` if one is corrupt, unsafe or
+    of another model.
     """
+    if norm is not None:
+        warnings.warn("`norm` is deprecated (as in RobustBench): use `threat_model`", DeprecationWarning,
+                      stacklevel=2)
+        threat_model = norm
+    if custom_checkpoint:
+        if checkpoint is not None and Path(checkpoint) != Path(custom_checkpoint):
+            raise ValueError(f"conflicting checkpoints: checkpoint={checkpoint!r}, "
+                             f"custom_checkpoint={custom_checkpoint!r}")
+        checkpoint = custom_checkpoint
     dataset, threat_model = _value(dataset), _value(threat_model)
     S = get_default_samples() if samples is None else samples
     if isinstance(S, bool) or not isinstance(S, int) or S < 1:
@@ -314,7 +355,11 @@ def load_model(model_name: str, model_dir: str | os.PathLike | None = None, data
                                   expected_dataset=ARCH_DATASETS[dataset], samples=S)
     if meta.get("dataset", dataset) != dataset:
         raise CheckpointError(f"{resolved.path} was trained on {meta.get('dataset')!r}, not {dataset!r}")
-    return _prepare(model, S)
+    if meta.get("name", model_name) != model_name:
+        raise CheckpointError(f"{resolved.path}: its config builds {model_name!r} but its meta data names "
+                              f"{meta.get('name')!r} (an edited or mixed-up checkpoint)")
+    _check_finite(model, resolved.path)
+    return _prepare(model, S, dataset)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -339,9 +384,22 @@ def register_checkpoint(path: str | os.PathLike, name: str | None = None, datase
     the checkpoint's own and must agree with it. ``require_metrics``: refuse checkpoints without the final
     metrics that ``lwta train`` records (intermediate or untrained checkpoints). Returns the manifest entry.
     """
+    import tempfile
+
     src = Path(path)
-    model, meta = load_checkpoint(src)  # full validation: weights_only, hashes, weights fit the architecture
-    payload = read_checkpoint(src)
+    if not src.is_file():
+        raise CheckpointError(f"checkpoint not found: {src}")
+    data = src.read_bytes()  # one snapshot: what is validated is exactly what is shipped
+    sha = hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="lwta-ship-") as tmp:
+        snapshot = Path(tmp) / src.name
+        snapshot.write_bytes(data)
+        try:  # full validation: weights_only, hashes, weights fit the architecture, finite
+            model, meta = load_checkpoint(snapshot)
+            payload = read_checkpoint(snapshot)
+            _check_finite(model, snapshot)
+        except CheckpointError as e:
+            raise CheckpointError(str(e).replace(str(snapshot), str(src))) from None
     arch = model.config.name
     name = name or meta.get("name") or arch
     if name != arch:
@@ -357,13 +415,11 @@ def register_checkpoint(path: str | os.PathLike, name: str | None = None, datase
     store = Path(store or weights_dir())
     rel = f"{dataset}/{name}.pt"
     dest = store / rel
-    sha = sha256_file(src)
     with _manifest_lock(store):
-        if not (dest.exists() and dest.resolve() == src.resolve()):
-            data = src.read_bytes()
+        if not (dest.is_file() and sha256_file(dest) == sha):
             atomic_write(dest, lambda f: f.write(data))
         if sha256_file(dest) != sha:
-            raise CheckpointError(f"copy of {src} to {dest} does not match the source sha256 (changed meanwhile?)")
+            raise CheckpointError(f"copy of {src} to {dest} does not match the validated sha256 (changed meanwhile?)")
         entry = {"name": name, "dataset": dataset, "file": rel, "sha256": sha, "size": dest.stat().st_size,
                  "state_sha256": payload["state_sha256"], "config": model.config.to_dict(),
                  "training": _training_record(meta), "metrics": meta.get("metrics"),
@@ -440,7 +496,7 @@ def is_plugin_model(model_name: Any, dataset: Any) -> bool:
 
 def _robustbench_factory(name: str, dataset: str) -> LWTANet:
     """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
-    return _prepare(create_model(name, dataset), get_default_samples())
+    return _prepare(create_model(name, dataset), get_default_samples(), dataset)
 
 
 def _robustbench_download_hook(original):
@@ -458,7 +514,9 @@ def _robustbench_download_hook(original):
                 f"checkpoint to {fname_save} (or ship it with scripts/ship_model.py)")
         src = store / entry["file"]
         _verify_store_file(src, entry)
-        shutil.copyfile(src, fname_save)
+        data = src.read_bytes()
+        _verify_store_file(src, entry, data)  # exactly the bytes that are copied
+        atomic_write(fname_save, lambda f: f.write(data))
 
     download_gdrive_new._lwta_plugin_patched = True
     return download_gdrive_new
@@ -469,8 +527,7 @@ def _robustbench_load_model_wrapper(original):
     def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
                     custom_checkpoint="", norm=None):
         if is_plugin_model(model_name, dataset):
-            return load_model(model_name, model_dir, _value(dataset), _value(norm or threat_model),
-                              checkpoint=custom_checkpoint or None)
+            return load_model(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
         return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
 
     load_model_._lwta_plugin_patched = True
@@ -479,9 +536,11 @@ def _robustbench_load_model_wrapper(original):
 
 
 def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_test=None):
+    """RobustBench's clean-data loader signature; ``data_dir`` is used if it holds torchvision's MNIST files,
+    otherwise the offline copy (see :mod:`lwta_plugin.data`)."""
     from .data import load_tensors
 
-    return load_tensors("mnist", "test", limit=n_examples)
+    return load_tensors("mnist", "test", root=data_dir, limit=n_examples)
 
 
 def register_robustbench() -> bool:

@@ -120,9 +120,9 @@ def test_unknown_names_list_what_exists(store):
     with pytest.raises(ValueError, match=rf"unknown lwta-plugin model 'nope'\. Shipped for mnist: {NAME}, {OTHER}\. "
                                          r"Architectures .*relu_softmax.*lwta_ibp_tanh16"):
         zoo.load_model("nope")
-    with pytest.raises(ValueError, match="unknown data set 'svhn'.*available: mnist, fashion_mnist, cifar10"):
+    with pytest.raises(ValueError, match=r"unknown data set 'svhn'.*available: mnist, fashion_mnist, cifar10"):
         zoo.load_model(NAME, dataset="svhn")
-    with pytest.raises(ValueError, match="unknown threat model 'corruptions'.*Linf, L2"):
+    with pytest.raises(ValueError, match=r"unknown threat model 'corruptions'.*Linf, L2"):
         zoo.load_model(NAME, threat_model="corruptions")
 
 
@@ -212,13 +212,48 @@ def test_malformed_manifest_is_refused(store):
 
 def test_torchattacks_pgd_on_loaded_model(store):
     torchattacks = pytest.importorskip("torchattacks")
-    model = zoo.load_model(NAME, samples=2)
+    model = zoo.load_model(NAME)  # S = 5, as users get it
     x = torch.rand(4, 1, 28, 28)
     y = torch.randint(0, 10, (4,))
-    x_adv = torchattacks.PGD(model, eps=0.3, alpha=0.1, steps=2)(x, y)
-    assert x_adv.shape == x.shape and not model.training
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    x_adv = torchattacks.PGD(model, eps=0.3)(x, y)  # torchattacks' defaults otherwise
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not model.training
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and torch.isfinite(x_adv).all()
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and not torch.equal(x_adv, x)
+    assert model(x_adv).shape == (4, 10)  # valid images: accepted by the model's own input check
+
+
+def test_non_finite_weights_are_refused(store, tmp_path):
+    model = create_model("lwta_ibp_softmax")
+    with torch.no_grad():
+        model.body[0].weight[0, 0, 0, 0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", model, _meta("lwta_ibp_softmax"))
+    with pytest.raises(CheckpointError, match=r"hold NaN or Inf \(e\.g\. body\.0\.weight\).*diverged"):
+        zoo.register_checkpoint(tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        zoo.load_model("lwta_ibp_softmax", checkpoint=tmp_path / "nan.pt")
+    assert "mnist/lwta_ibp_softmax" not in zoo.read_manifest()["models"]
+
+
+def test_shipping_validates_exactly_the_bytes_it_copies(store, tmp_path, monkeypatch):
+    """A checkpoint that changes after validation is never shipped unvalidated."""
+    from lwta_plugin import checkpoint as ckpt
+
+    _checkpoint(tmp_path / "good.pt", "lwta_ibp_softmax", seed=4)
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Evil(tmp_path / "marker")}, evil)
+    original = ckpt.read_checkpoint
+
+    def swap_after_read(path, sha256=None):  # the source is replaced right after it was read
+        payload = original(path, sha256)
+        shutil.copy(evil, tmp_path / "good.pt")
+        return payload
+
+    with monkeypatch.context() as mp:
+        mp.setattr(zoo, "read_checkpoint", swap_after_read)
+        entry = zoo.register_checkpoint(tmp_path / "good.pt")
+    shipped = store.path / entry["file"]
+    assert entry["sha256"] == sha256_file(shipped) != sha256_file(tmp_path / "good.pt")
+    assert isinstance(zoo.load_model("lwta_ibp_softmax"), LWTANet)
 
 
 def test_ship_script_and_cards(store, tmp_path):
@@ -330,6 +365,27 @@ def test_load_through_robustbench(rb, store, tmp_path):
         load_model(NAME, dataset="mnist")
 
 
+def test_plugin_load_model_has_robustbench_signature(rb, store, tmp_path):
+    import inspect
+
+    ours = inspect.signature(zoo.load_model).parameters
+    theirs = inspect.signature(rb.utils.load_model._lwta_original).parameters
+    positional = [n for n, p in ours.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == list(theirs)  # model_name, model_dir, dataset, threat_model, custom_checkpoint, norm
+    assert ours["model_dir"].default == theirs["model_dir"].default == "./models"
+    explicit = tmp_path / "explicit.pt"
+    saved, _ = _checkpoint(explicit, "lwta_ibp_softmax", seed=9)
+    m = zoo.load_model("lwta_ibp_softmax", tmp_path / "none", "mnist", "Linf", str(explicit))  # custom_checkpoint
+    assert _same_weights(m, saved)
+    with pytest.warns(DeprecationWarning, match="norm"):
+        assert zoo.load_model(NAME, norm="L2").samples == 5
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown threat model 'L1'"):
+        zoo.load_model(NAME, threat_model="Linf", norm="L1")
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    assert _same_weights(zoo.load_model(NAME, None, BenchmarkDataset.mnist, ThreatModel.Linf), store.models[NAME])
+
+
 def test_robustbench_names_go_to_robustbench(rb):
     from robustbench.utils import load_model
 
@@ -348,7 +404,7 @@ def test_benchmark_refuses_random_models(rb, store):
 
     model = zoo.load_model(NAME, samples=1)
     with pytest.raises(ValueError, match=rf"random model '{NAME}'.*lwta evaluate --model {NAME} --dataset mnist "
-                                         r"--protocol autoattack-rand"):
+                                         r"--protocol autoattack-rand.*--protocol adaptive"):
         rb.benchmark(model, n_examples=4, dataset="mnist", threat_model="Linf", eps=0.3)
     with pytest.raises(ValueError, match="random model"):
         rb.benchmark(torch.nn.Sequential(model), n_examples=4, dataset="mnist", threat_model="Linf", eps=0.3)
@@ -356,9 +412,56 @@ def test_benchmark_refuses_random_models(rb, store):
 
     with pytest.raises(ValueError, match="AutoAttack\\(version='standard'\\) would evaluate the random model"):
         rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="standard", device="cpu", log_path=None)
+    with pytest.raises(ValueError, match="AutoAttack\\(version='plus'\\) would evaluate the random model"):
+        rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="plus", device="cpu")
+    assert rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="rand", device="cpu").apgd.eot_iter == 20
     with model.sampling("argmax"):
         refuse_random_model(model)  # a deterministic surrogate is allowed
     refuse_random_model(create_model("relu_softmax"))
+
+
+def test_robustbench_from_a_fresh_interpreter(store, tmp_path):
+    """The documented use, exactly: import the plugin, import RobustBench as installed, load offline."""
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench not installed")
+    code = ("import lwta_plugin; import robustbench; from robustbench.utils import load_model\n"
+            f"m = load_model({NAME!r}, dataset='mnist', threat_model='Linf', model_dir={str(tmp_path / 'm')!r})\n"
+            "import torch; print(type(m).__name__, m.training, m.samples, tuple(m(torch.rand(2, 1, 28, 28)).shape))\n"
+            "try:\n    load_model('lwta_ibp_softmax', dataset='mnist', model_dir='m')\n"
+            "except Exception as e:\n    print(type(e).__name__, 'lwta train --model lwta_ibp_softmax' in str(e))\n"
+            "from robustbench.model_zoo import model_dicts\n"
+            "from robustbench.model_zoo.enums import BenchmarkDataset as D, ThreatModel as T\n"
+            f"print('Standard' in model_dicts[D.cifar_10][T.Linf], {NAME!r} in model_dicts[D('mnist')][T.L2])")
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], check=False,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["LWTANet", "False", "5", "(2,", "10)", "ModelNotAvailableError", "True",
+                                  "True", "True"]
+
+
+def test_mnist_test_set_for_robustbench(rb):
+    """robustbench.data.load_clean_dataset(mnist, ...) works offline (via lwta_plugin.data)."""
+    from robustbench.data import PREPROCESSINGS, load_clean_dataset
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    from lwta_plugin.data import DatasetNotAvailableError
+
+    try:
+        x, y = load_clean_dataset(BenchmarkDataset.mnist, 5, "./no-such-data-dir", PREPROCESSINGS[None])
+    except DatasetNotAvailableError as e:
+        pytest.skip(f"no offline MNIST here: {e}")
+    assert x.shape == (5, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.dtype == torch.int64 and y.tolist() == [7, 2, 1, 0, 4]  # the official test set's first labels
+
+
+@pytest.mark.slow
+def test_benchmark_runs_deterministic_models_on_mnist(rb):
+    """robustbench.benchmark(...) end to end on MNIST (standard AutoAttack, a few images): ~20 s."""
+    torch.manual_seed(0)
+    model = create_model("relu_softmax").eval()
+    clean, robust = rb.benchmark(model, n_examples=4, dataset="mnist", threat_model="Linf", eps=0.3, batch_size=4)
+    assert 0 <= robust <= clean <= 1
 
 
 def test_autoattack_adapter_takes_robustbench_arguments(rb, tmp_path):
@@ -377,16 +480,31 @@ def test_autoattack_adapter_takes_robustbench_arguments(rb, tmp_path):
     adversary.apgd.n_iter = 3
     x_adv = adversary.run_standard_evaluation(x, y, bs=2, state_path=None)
     assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
+    # fra31's keyword forms: return_labels, and a state file given as a string
+    x_adv2, y_adv = adversary.run_standard_evaluation(x, y, 2, return_labels=True,
+                                                      state_path=str(tmp_path / "aa_state.json"))
+    assert x_adv2.shape == x.shape and y_adv.shape == y.shape and (tmp_path / "aa_state.json").exists()
+    with pytest.raises(ValueError, match="conflicting batch sizes"):
+        adversary.run_standard_evaluation(x, y, bs=2, batch_size=3)
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
     assert "apgd-ce" in log.read_text()
 
 
 def test_autoattack_alias_and_pkg_resources(rb, monkeypatch):
+    import importlib
+
     import pyautoattack
+    import pyautoattack.other_utils
 
     from lwta_plugin import compat
 
     assert sys.modules["autoattack"] is pyautoattack and sys.modules["autoattack.state"] is pyautoattack.state
+    # a submodule imported through the alias later is the same module object, never a second copy
+    monkeypatch.delitem(sys.modules, "autoattack.other_utils")
+    assert importlib.import_module("autoattack.other_utils") is pyautoattack.other_utils
+    assert pyautoattack.other_utils.__name__ == "pyautoattack.other_utils"
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("autoattack.no_such_module")
     monkeypatch.setattr(compat, "_have", lambda name: name != "pkg_resources")
     with pytest.raises(ImportError, match=r"pip install 'setuptools<81'"):
         compat.ensure_robustbench_importable()
