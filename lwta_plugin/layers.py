@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 WinnerMode = Literal["sample", "concrete", "argmax", "expected"]
 ZMode = Literal["sample", "concrete", "expected", "ones"]
@@ -345,7 +345,7 @@ class StochasticConv2d(_StochasticLayer):
             g = zc.shape[0]
             h = h.view(g, -1, *h.shape[1:]) * zc[:, None, :, None, None] + self.bias[:, None, None]
             h = h.view(-1, *h.shape[2:])
-        B, C, H, W = h.shape
+        B, _, H, W = h.shape
         out = self._activate(h, (B, self.K, self.U, H, W), 2)
         return self.bn(out) if self.bn is not None else out
 

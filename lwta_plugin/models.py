@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .codes import OUTPUTS, ECOCDecoder, get_code
-from .layers import (Sampling, StochasticConv2d, StochasticLinear, set_sampling, stochastic_layers)
+from .layers import Sampling, StochasticConv2d, StochasticLinear, set_sampling, stochastic_layers
 
 CODES = ("softmax", "logistic", "tanh16", "logisticens10", "tanhens16")
 ENSEMBLE_CODES = ("logisticens10", "tanhens16")
@@ -104,7 +104,7 @@ def _layers(cfg: ModelConfig):
 def _standard_body(cfg: ModelConfig, in_ch: int, n_bits: int) -> _Stack:
     """Verma & Swami's single network (reference doc 1.2): MNIST filters [64,64,64], one conv per stage, no BN;
     CIFAR-10 filters [32,64,128], two convs per stage with BN after the activation."""
-    conv, dense, U = _layers(cfg)
+    conv, dense, _ = _layers(cfg)
     mnist = cfg.dataset == "mnist"
     filters, rep, bn = ([64, 64, 64], 1, False) if mnist else ([32, 64, 128], 2, True)
     layers, c = [], in_ch
@@ -123,7 +123,7 @@ class _EnsembleHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, trunk_ch: int):
         super().__init__()
-        conv, dense, U = _layers(cfg)
+        conv, dense, _ = _layers(cfg)
         fe = 4 if cfg.dataset == "mnist" else 16
         self.side = _Stack([conv(1, fe, 5, 2), conv(fe, fe, 3, 2), conv(fe, fe, 3, 2)])
         self.joint = _Stack([conv(trunk_ch + fe, fe, 2), conv(fe, fe, 2), _Flatten(),
@@ -188,6 +188,7 @@ class LWTANet(nn.Module):
         self.decoder = ECOCDecoder(self.code)
         self.samples = samples
         self.output = output
+        self.max_rows = 1024  # rows per batched pass at inference (see forward_samples_chunked)
 
     @property
     def n_classes(self) -> int:
@@ -230,9 +231,24 @@ class LWTANet(nn.Module):
         out = self.decoder(self.raw(x, n), output or self.output)
         return out.view(n, x.shape[0], -1)
 
+    def forward_samples_chunked(self, x: torch.Tensor, n: int, output: str | None = None) -> torch.Tensor:
+        """:meth:`forward_samples` in passes of at most ``max_rows`` rows (images x samples).
+
+        On CPU, passes of a few hundred rows keep the activations in cache; one pass of thousands of rows is
+        several times slower (page faults on the large temporaries). Same distribution, same result shape.
+        """
+        B = x.shape[0]
+        if n * B <= self.max_rows:
+            return self.forward_samples(x, n, output)
+        per = max(1, self.max_rows // B)  # samples per pass
+        if per > 1 or B <= self.max_rows:
+            return torch.cat([self.forward_samples(x, min(per, n - i), output) for i in range(0, n, per)], 0)
+        return torch.cat([self.forward_samples_chunked(x[i:i + self.max_rows], n, output)
+                          for i in range(0, B, self.max_rows)], 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         S = self.samples if (self.stochastic and not self.training) else 1
-        out = self.forward_samples(x, S)
+        out = self.forward_samples(x, S) if self.training else self.forward_samples_chunked(x, S)
         if S == 1:
             return out[0]
         if self.output == "logits":
@@ -288,7 +304,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     """Weights+biases, IBP variational parameters and BatchNorm parameters (incl. running stats, as Keras)."""
     ibp = sum(p.numel() for p in model.ibp_parameters()) if isinstance(model, LWTANet) else 0
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-             for p in list(m.parameters()) + [m.running_mean, m.running_var])
+             for p in [*m.parameters(), m.running_mean, m.running_var])
     total = sum(p.numel() for p in model.parameters())
     bn_trainable = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     return {"weights": total - ibp - bn_trainable, "ibp": ibp, "batchnorm": bn}

@@ -46,7 +46,7 @@ class TrainConfig:
 def _accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, samples: int, batch: int = 1000) -> float:
     model.eval()
     correct = 0
-    with torch.inference_mode(), model.using(samples=samples):
+    with torch.inference_mode(), model.using(samples=samples):  # the model chunks its S-sample passes itself
         for i in range(0, len(x), batch):
             correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
     return correct / max(len(x), 1)

@@ -5,9 +5,19 @@ import pytest
 import torch
 from scipy import stats
 
-from lwta_plugin.layers import (IBPUtility, Sampling, StochasticConv2d, StochasticLinear, bernoulli_kl,
-                                categorical_kl_to_uniform, kumaraswamy_beta_kl, kumaraswamy_log_sample, lwta,
-                                same_padding, sample_winner_mask)
+from lwta_plugin.layers import (
+    IBPUtility,
+    Sampling,
+    StochasticConv2d,
+    StochasticLinear,
+    bernoulli_kl,
+    categorical_kl_to_uniform,
+    kumaraswamy_beta_kl,
+    kumaraswamy_log_sample,
+    lwta,
+    same_padding,
+    sample_winner_mask,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -115,3 +115,18 @@ def test_kl_is_finite_and_training_step_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_chunked_inference_matches_one_pass():
+    model = create_model("lwta_ibp_softmax", "mnist").eval()
+    x = torch.rand(7, 1, 28, 28)
+    with model.sampling("expected"), torch.no_grad():  # deterministic: chunking must not change anything
+        model.max_rows = 10_000
+        ref = model.forward_samples(x, 5)
+        for rows in (3, 7, 20):
+            model.max_rows = rows
+            assert torch.allclose(model.forward_samples_chunked(x, 5), ref, atol=1e-6)
+    model.max_rows = 4  # random model: batches larger than max_rows are split, every sample is drawn
+    out = model.forward_samples_chunked(x, 3)
+    assert out.shape == (3, 7, 10) and torch.isfinite(out).all()
+    assert not torch.equal(out[0], out[1])
