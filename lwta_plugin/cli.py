@@ -1,4 +1,4 @@
-"""Command line: ``lwta train | evaluate | leaderboard | models``."""
+"""Command line: ``lwta train | evaluate | leaderboard | plots | models``."""
 from __future__ import annotations
 
 import argparse
@@ -51,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list registered architectures")
     m.set_defaults(func=_models)
+
+    from .evaluation import add_evaluate_parser
+    from .leaderboard import add_leaderboard_parser
+    from .plots import add_plots_parser
+
+    add_evaluate_parser(sub)
+    add_leaderboard_parser(sub)
+    add_plots_parser(sub)
     return p
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is the whole story (printed without a traceback)."""
+    from .evaluation import EvaluationError
+
+    return (ValueError, FileNotFoundError, EvaluationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = None if argv is None else argv[1:]
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        if args.command != "evaluate":
+            raise
+        print("lwta: interrupted; finished batches are kept: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"lwta: error: {e}", file=sys.stderr)
         return 2
 

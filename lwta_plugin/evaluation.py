@@ -6,22 +6,28 @@ Work units, seeds, resume, shards
 A protocol is split into tasks ``(attack, batch)``: batch ``b`` of an attack holds test images
 ``[b * batch_size, (b + 1) * batch_size)`` (of the first ``n_examples``). Before a task runs, every RNG (torch,
 numpy, random) is seeded with ``stable_seed(seed, model, protocol, attack, b)`` (sha256 of those values), and the
-scoring of its adversarial images with another derived seed. No RNG state is carried from one task to the next,
-so a task's result does not depend on which tasks ran before it, in which process, or on which shard.
+scoring of its adversarial images with another derived seed. The attack object is built afresh for every task,
+after seeding. No RNG or attack state is carried from one task to the next, so a task's result does not depend
+on which tasks ran before it, in which process, or on which shard.
 
 Each finished task is written atomically to the state directory beside the entry,
 ``.<model>__<protocol>.partial/<attack>/<b>.json``, with ``config.json`` holding the run's configuration (model,
 checkpoint sha256, data hash, resolved protocol, seed, versions). A rerun with ``resume=True`` (the default)
 skips finished tasks; a configuration mismatch is an error (delete the directory or pass ``resume=False``).
 ``shard=(i, N)`` runs every task whose index in the protocol's task list is ``i`` modulo ``N``. Shards may run
-at the same time (they write disjoint files) or on different machines (copy the state directories together).
+at the same time (they write disjoint files; state checks and assembly hold an flock on the entry's directory)
+or on different machines (copy the state directories together, then ``--merge``).
 When every task is present, the entry is assembled (the last shard does it automatically; ``merge=True``,
 ``lwta evaluate --merge``, only assembles) and the state directory is removed. The result is byte-identical to an
 uninterrupted, unsharded run on the same software and hardware (floating-point results can differ across torch
 builds, CPU types and thread counts).
 
 Time-dependent data (seconds per attack, dates, threads) never enters the entry; it goes to
-``<model>__<protocol>.timing.json`` beside it.
+``<model>__<protocol>.timing.json`` beside it. ``--plots`` also writes :func:`lwta_plugin.plots.make_plots` into
+``<dataset>/<threat_model>/plots/``.
+
+Before the first batch runs, every model is resolved and loaded and the data set is read, so an unknown name or
+missing data fails at once rather than after hours of work on the other models.
 """
 from __future__ import annotations
 
@@ -37,20 +43,37 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import __version__
 from .io import atomic_write_json, dumps_json, sha256_file
-from .leaderboard import (FORMAT, PAPER_AUTHORS, PAPER_LINK, PAPER_NAME, PAPER_NOTES, PAPER_VENUE, decode_counts,
-                          describe_architecture, encode_counts, entry_path, paper_rows, paper_value, pct,
-                          validate_entry)
+from .leaderboard import (
+    FORMAT,
+    PAPER_AUTHORS,
+    PAPER_LINK,
+    PAPER_NAME,
+    PAPER_NOTES,
+    PAPER_VENUE,
+    decode_counts,
+    describe_architecture,
+    encode_counts,
+    entry_path,
+    paper_rows,
+    paper_value,
+    pct,
+    validate_entry,
+)
 from .protocols import EPS, EPS_TEXT, PROTOCOLS, AttackSpec, Protocol, get_protocol, resolve
+
+if TYPE_CHECKING:
+    from .models import LWTANet
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
 STATE_FORMAT = "lwta-plugin/eval-state-1"
@@ -60,7 +83,11 @@ LINF_TOLERANCE = 1e-5  # float slack when checking that a bounded attack stayed 
 BatchHook = Callable[[str, int], None]
 
 
-class IncompleteRunError(RuntimeError):
+class EvaluationError(RuntimeError):
+    """An evaluation cannot go on (a broken attack, a vanished state directory, ...); the message says why."""
+
+
+class IncompleteRunError(EvaluationError):
     """The state directory does not (yet) hold every task of the run."""
 
 
@@ -91,7 +118,9 @@ def confidence_interval(p: Sequence[float], level: float = 0.95) -> tuple[float,
 
     Wilson score interval with the effective sample size ``mean (1 - mean) / se^2`` (``se`` = standard error of
     the mean of ``p_i``), the rule of :func:`lwta_plugin.cards.measure_clean_accuracy`: it covers both the choice
-    of test images and the model's randomness, and is the plain Wilson interval when every ``p_i`` is 0 or 1.
+    of test images and the model's randomness. ``se`` uses the unbiased variance, so when every ``p_i`` is 0 or 1
+    this is the plain Wilson interval with ``n - 1`` in place of ``n`` (slightly wider); all-equal ``p_i`` (zero
+    variance) use ``n``.
     """
     n = len(p)
     if n == 0:
@@ -112,6 +141,7 @@ def _r(v: float) -> float:
 
 
 def summarize_counts(counts: Sequence[int], passes: int) -> dict[str, float]:
+    """Mean and 95 % interval of per-example counts out of ``passes`` (see :func:`confidence_interval`)."""
     p = [c / passes for c in counts]
     lo, hi = confidence_interval(p)
     return {"mean": _r(math.fsum(p) / len(p)), "ci_low": _r(lo), "ci_high": _r(hi)}
@@ -139,44 +169,43 @@ def _training_info(meta: dict) -> dict:
                               "command": (tc.get("extra") or {}).get("command")}.items() if v is not None}
 
 
+def checkpoint_model_name(path: str | os.PathLike) -> str:
+    """The registry name of the model stored in a checkpoint (read and checked, not built)."""
+    from .checkpoint import read_checkpoint
+    from .models import ModelConfig
+
+    cfg = read_checkpoint(path)["config"]
+    try:
+        return ModelConfig(**cfg).name
+    except TypeError as e:
+        raise ValueError(f"checkpoint {path}: invalid model config {cfg!r} ({e})") from None
+
+
 def load_model_for_evaluation(name: str | None, dataset: str = "mnist", threat_model: str = "Linf",
                               samples: int = 5, checkpoint: str | os.PathLike | None = None,
-                              model_dir: str | os.PathLike | None = None):
+                              model_dir: str | os.PathLike | None = None) -> tuple[LWTANet, ModelInfo]:
     """Load a model by zoo name (weight store, then ``model_dir``) or from an explicit ``checkpoint``.
 
     Returns ``(model, ModelInfo)``. ``name`` may be None with ``checkpoint`` (the name is read from the file).
     """
     from .checkpoint import read_checkpoint
+    from .zoo import load_model, resolve_checkpoint
 
     if checkpoint is not None:
-        payload = read_checkpoint(checkpoint)
-        from .models import ModelConfig
-
-        stored = ModelConfig(**payload["config"]).name
+        stored = checkpoint_model_name(checkpoint)
         if name is not None and stored != name:
             raise ValueError(f"checkpoint {checkpoint} holds model {stored!r}, not {name!r}")
         name, path, sha, source, file = stored, Path(checkpoint), None, "explicit", str(checkpoint)
+        model = load_model(name, None, dataset, threat_model, samples=samples, checkpoint=path)
     else:
         if name is None:
             raise ValueError("give a model name or a checkpoint")
-        try:
-            from .zoo import resolve_checkpoint
-        except ImportError as e:  # the zoo module is optional for this runner
-            raise ValueError(f"cannot resolve model {name!r} without lwta_plugin.zoo ({e}); pass --checkpoint") from None
         resolved = resolve_checkpoint(name, dataset, threat_model, model_dir)
         path, sha, source = resolved.path, resolved.sha256, resolved.source
         file = f"{dataset}/{path.name}" if source == "store" else f"{dataset}/{threat_model}/{path.name}"
-    try:
-        from .zoo import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        model = load_model(name, model_dir, dataset, threat_model, samples=samples, checkpoint=path)
-    else:
-        from .checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(path, sha256=sha, expected_name=name, samples=samples)
-    meta = read_checkpoint(path)["meta"]
+        # resolved again by the zoo, which checks the published sha256 of the very bytes it loads
+        model = load_model(name, model_dir, dataset, threat_model, samples=samples)
+    meta = read_checkpoint(path, sha)["meta"]
     info = ModelInfo(name=name, sha256=sha or sha256_file(path), source=source, file=file,
                      config=model.config.to_dict(), training=_training_info(meta))
     return model.eval(), info
@@ -190,6 +219,7 @@ def load_test_data(dataset: str, n: int, data_root: str | None = None) -> tuple[
 
 
 def tensor_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Content hash of an evaluation data set (shapes, dtypes, bytes of images and labels)."""
     h = hashlib.sha256()
     for t in (x.detach().to(torch.float32).contiguous(), y.detach().to(torch.int64).contiguous()):
         h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
@@ -198,13 +228,15 @@ def tensor_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def versions() -> dict[str, str | None]:
+    """Versions of the plugin and of every library whose code decides a result (recorded in each entry)."""
     def ver(dist: str) -> str | None:
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             return None
 
-    return {"plugin": __version__, "torch": torch.__version__.split("+")[0], "torchattacks": ver("torchattacks")}
+    return {"plugin": __version__, "torch": torch.__version__.split("+")[0], "torchattacks": ver("torchattacks"),
+            "pyautoattack": ver("pyautoattack"), "numpy": ver("numpy")}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,25 +245,30 @@ def versions() -> dict[str, str | None]:
 
 @torch.no_grad()
 def correct_counts(model, x: torch.Tensor, y: torch.Tensor, passes: int, samples: int) -> list[int]:
-    """For each image, how many of ``passes`` predictions (each averaging ``samples`` passes) are correct."""
+    """For each image, how many of ``passes`` predictions (each averaging ``samples`` passes) are correct.
+
+    A model that is deterministic (with its current sampling setting) is predicted once and counted ``passes``
+    times: the same result, ``passes`` times cheaper."""
     counts = torch.zeros(len(x), dtype=torch.int64)
+    repeat = passes if model.stochastic else 1
     with model.using(samples=samples, output="logits"):
-        for _ in range(passes):
+        for _ in range(repeat):
             for i in range(0, len(x), SCORE_CHUNK):
                 counts[i:i + SCORE_CHUNK] += (model(x[i:i + SCORE_CHUNK]).argmax(1) == y[i:i + SCORE_CHUNK]).long()
-    return counts.tolist()
+    return (counts * (passes // repeat)).tolist()
 
 
 @torch.no_grad()
 def low_confidence_counts(model, x: torch.Tensor, passes: int, samples: int, threshold: float) -> list[int]:
     """For each image, how many of ``passes`` predictions have max class probability below ``threshold``."""
     counts = torch.zeros(len(x), dtype=torch.int64)
+    repeat = passes if model.stochastic else 1
     with model.using(samples=samples, output="logits"):
-        for _ in range(passes):
+        for _ in range(repeat):
             for i in range(0, len(x), SCORE_CHUNK):
                 probs = torch.softmax(model(x[i:i + SCORE_CHUNK]), 1)
                 counts[i:i + SCORE_CHUNK] += (probs.max(1).values < threshold).long()
-    return counts.tolist()
+    return (counts * (passes // repeat)).tolist()
 
 
 def _jsonable(v: Any) -> Any:
@@ -248,13 +285,13 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
-def build_attack_for(spec: AttackSpec, model):
+def build_attack_for(spec: AttackSpec, model: LWTANet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``lwta_plugin.attacks.build_attack(spec.attack, model, **spec.params)`` with a clear error."""
     try:
         from .attacks import build_attack
     except ImportError as e:
-        raise RuntimeError(f"attack {spec.key!r} needs lwta_plugin.attacks.build_attack, which is not available "
-                           f"({e})") from None
+        raise EvaluationError(f"attack {spec.key!r} needs lwta_plugin.attacks.build_attack, which is not "
+                              f"available ({e})") from None
     try:
         return build_attack(spec.attack, model, **spec.params)
     except TypeError as e:
@@ -286,20 +323,23 @@ class Run:
                        "dataset": dataset, "threat_model": threat_model, "seed": seed, "data": self.data,
                        "protocol": protocol.to_dict(), "versions": versions()}
         self.config_sha256 = hashlib.sha256(dumps_json(self.config).encode()).hexdigest()
-        self._attacks: dict[str, Any] = {}
 
     # tasks -------------------------------------------------------------------------------------------------------
     def tasks(self) -> list[tuple[AttackSpec, int]]:
+        """Every ``(attack, batch)`` of the protocol, in the fixed order that shards split by index."""
         return [(spec, b) for spec in self.protocol.attacks
                 for b in range(math.ceil(spec.n_examples / spec.batch_size))]
 
     def task_path(self, spec: AttackSpec, b: int) -> Path:
+        """Where the finished task's record is stored."""
         return self.state_dir / spec.key / f"{b:05d}.json"
 
     def missing(self) -> list[tuple[AttackSpec, int]]:
+        """Tasks without a record yet."""
         return [(s, b) for s, b in self.tasks() if not self.task_path(s, b).is_file()]
 
     def up_to_date(self) -> bool:
+        """Whether the entry exists and was written with this run's configuration."""
         if not self.path.is_file():
             return False
         try:
@@ -322,58 +362,63 @@ class Run:
             atomic_write_json(cfg_path, self.config)
 
     def run_task(self, spec: AttackSpec, b: int) -> dict:
-        """Run one batch of one attack (seeded from its identity only) and return its record."""
+        """Run one batch of one attack (seeded from its identity only) and return its record.
+
+        The attack is built afresh for every batch, after seeding, so no state (RNG, generators, caches) can
+        flow from one batch to the next; scoring always runs in eval mode with the protocol's sampling setting,
+        whatever the attack did to the model's settings."""
         lo, hi = b * spec.batch_size, min((b + 1) * spec.batch_size, spec.n_examples)
         scoring = self.protocol.scoring
         ident = (self.seed, self.info.name, self.protocol.name, spec.key, b)
         t0 = time.perf_counter()
         record: dict[str, Any] = {"attack": spec.key, "batch": b, "start": lo, "stop": hi}
+        self.model.eval()
+        if spec.kind == "random_score":
+            g = torch.Generator().manual_seed(stable_seed(*ident, "noise"))
+            xa = torch.rand((hi - lo, *self.x.shape[1:]), generator=g, dtype=self.x.dtype)
+            yb = None
+        else:
+            xb, yb = self.x[lo:hi], self.y[lo:hi]
+            if spec.kind == "clean":
+                xa = xb
+            else:
+                with self.model.sampling(scoring.sampling):
+                    seed_everything(stable_seed(*ident, "attack"))
+                    attack = build_attack_for(spec, self.model)
+                    xa = self._attack(spec, attack, xb, yb)
+                record["hyperparameters"] = _jsonable(getattr(attack, "hparams", spec.params))
+                d = (xa - xb).flatten(1)
+                record["linf"] = [_r(v) for v in d.abs().amax(1).tolist()]
+                record["l2"] = [_r(v) for v in d.norm(dim=1).tolist()]
+        self.model.eval()  # an attack may have left the model in training mode
         with self.model.sampling(scoring.sampling):
-            seed_everything(stable_seed(*ident, "attack"))
-            if spec.kind == "random_score":
-                g = torch.Generator().manual_seed(stable_seed(*ident, "noise"))
-                xb = torch.rand((hi - lo, *self.x.shape[1:]), generator=g, dtype=self.x.dtype)
-                seed_everything(stable_seed(*ident, "score"))
-                counts = low_confidence_counts(self.model, xb, scoring.passes, scoring.samples,
+            seed_everything(stable_seed(*ident, "score"))
+            if yb is None:
+                counts = low_confidence_counts(self.model, xa, scoring.passes, scoring.samples,
                                                scoring.random_threshold)
             else:
-                xb, yb = self.x[lo:hi], self.y[lo:hi]
-                if spec.kind == "clean":
-                    xa = xb
-                else:
-                    xa = self._attack(spec, xb, yb)
-                    record["hyperparameters"] = _jsonable(getattr(self._attack_obj(spec), "hparams", spec.params))
-                    d = (xa - xb).flatten(1)
-                    record["linf"] = [_r(v) for v in d.abs().amax(1).tolist()]
-                    record["l2"] = [_r(v) for v in d.norm(dim=1).tolist()]
-                seed_everything(stable_seed(*ident, "score"))
                 counts = correct_counts(self.model, xa, yb, scoring.passes, scoring.samples)
         record["counts"] = encode_counts(counts, scoring.passes)
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         return record
 
-    def _attack_obj(self, spec: AttackSpec):
-        if spec.key not in self._attacks:
-            self._attacks[spec.key] = build_attack_for(spec, self.model)
-        return self._attacks[spec.key]
-
-    def _attack(self, spec: AttackSpec, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        attack = self._attack_obj(spec)
+    def _attack(self, spec: AttackSpec, attack: Callable, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with self.model.using(samples=spec.attack_samples, output="logits"):
             xa = attack(xb.clone(), yb.clone())
         if not isinstance(xa, torch.Tensor) or xa.shape != xb.shape:
-            raise RuntimeError(f"attack {spec.key!r} returned {getattr(xa, 'shape', type(xa))}, expected {tuple(xb.shape)}")
+            raise EvaluationError(f"attack {spec.key!r} returned {getattr(xa, 'shape', type(xa))}, expected "
+                                  f"{tuple(xb.shape)}")
         xa = xa.detach().to(xb.dtype)
         if not torch.isfinite(xa).all() or xa.min() < -LINF_TOLERANCE or xa.max() > 1 + LINF_TOLERANCE:
-            raise RuntimeError(f"attack {spec.key!r} returned images outside [0, 1] or non-finite values")
+            raise EvaluationError(f"attack {spec.key!r} returned images outside [0, 1] or non-finite values")
         xa = xa.clamp(0, 1)
         eps = spec.params.get("eps")
         if spec.bounded and eps is not None:
             worst = (xa - xb).abs().amax().item()
             if worst > eps + LINF_TOLERANCE:
-                raise RuntimeError(f"bounded attack {spec.key!r} left the L-inf ball: perturbation {worst:.6g} > "
-                                   f"eps {eps}; its results would be invalid")
+                raise EvaluationError(f"bounded attack {spec.key!r} left the L-inf ball: perturbation {worst:.6g} > "
+                                      f"eps {eps}; its results would be invalid")
         return xa
 
     def execute(self, shard: tuple[int, int] | None = None, on_batch: BatchHook | None = None,
@@ -403,6 +448,7 @@ class Run:
 
     # assembly ----------------------------------------------------------------------------------------------------
     def load_records(self) -> dict[str, list[dict]]:
+        """Every task's record by attack key, in batch order; IncompleteRunError if any is missing."""
         missing = self.missing()
         if missing:
             listed = ", ".join(f"{s.key}/{b}" for s, b in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -411,8 +457,13 @@ class Run:
                                      f"shards (state: {self.state_dir})")
         records: dict[str, list[dict]] = {}
         for spec, b in self.tasks():
-            rec = json.loads(self.task_path(spec, b).read_text(encoding="utf-8"))
-            if (rec.get("attack"), rec.get("batch")) != (spec.key, b):
+            path = self.task_path(spec, b)
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun to recompute that batch") \
+                    from None
+            if not isinstance(rec, dict) or (rec.get("attack"), rec.get("batch")) != (spec.key, b):
                 raise ValueError(f"{self.task_path(spec, b)} does not hold batch {b} of {spec.key!r}")
             records.setdefault(spec.key, []).append(rec)
         return records
@@ -460,15 +511,18 @@ class Run:
         p = self.protocol
         passes = p.scoring.passes
         worst = worst_case(results, passes)
+        # AutoAttack 'rand' = clean + APGD-CE/DLR with EOT; not for smoke runs (tiny budgets, not an estimate)
         aa = worst_case({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes) \
-            if "apgd_rand" in results else None
+            if "apgd_rand" in results and not p.smoke else None
+        with self.model.sampling(p.scoring.sampling):
+            stochastic = self.model.stochastic
         fgsm = bool(self.info.training.get("fgsm_eps"))
         rows = paper_rows(self.info.name, self.dataset, fgsm)
         entry: dict[str, Any] = {
             "format": FORMAT,
             # RobustBench model_info fields
             "link": PAPER_LINK, "name": PAPER_NAME, "authors": PAPER_AUTHORS, "additional_data": False,
-            "number_forward_passes": p.scoring.samples if self.model.stochastic else 1,
+            "number_forward_passes": p.scoring.samples if stochastic else 1,
             "dataset": self.dataset, "venue": PAPER_VENUE, "architecture": describe_architecture(self.info.config),
             "eps": EPS_TEXT[self.dataset], "clean_acc": pct(results["clean"]["mean"]),
             # ours
@@ -489,6 +543,7 @@ class Run:
         return entry
 
     def write(self) -> Path:
+        """Assemble, validate and atomically write the entry and timing file; remove the state directory."""
         entry, timing = self.assemble()
         validate_entry(entry)
         atomic_write_json(self.path, entry)
@@ -516,8 +571,12 @@ def worst_case(results: dict[str, dict], passes: int, prefix: str = "") -> dict:
 
 
 def compute_indicators(results: dict[str, dict], protocol: Protocol) -> list[dict]:
-    """Attack-failure indicators (filled from :mod:`lwta_plugin.attacks.indicators` where available)."""
-    return []
+    """Attack-failure indicators of the finished results (:func:`lwta_plugin.attacks.indicators.from_results`:
+    unbounded attacks below ~100 % success, accuracy rising with eps, black-box or one-step attacks beating the
+    iterative white-box ones, budgets that still help), each scored with the protocol's passes."""
+    from .attacks.indicators import from_results
+
+    return from_results(results, passes=protocol.scoring.passes)
 
 
 def finalize_entry(entry: dict) -> None:
@@ -541,8 +600,10 @@ def finalize_entry(entry: dict) -> None:
     if p["adaptive"]:
         parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")
     if "autoattack_acc" in entry:
-        parts.append("autoattack_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT 20), scored by averaged "
-                     "predictions, not RobustBench's standard AutoAttack.")
+        aa = entry["attacks"]["apgd_rand"]
+        parts.append(f"autoattack_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT {aa['eot_samples']}, "
+                     f"{aa['n_examples']} images), scored by averaged predictions, not RobustBench's standard "
+                     "AutoAttack.")
     if "reported" in entry:
         r = entry["paper"]["rows"][0]
         parts.append(f"reported = the paper's PGD accuracy ({r['table']}, {(r['group'] + ' ') if r['group'] else ''}"
@@ -606,10 +667,14 @@ def refresh_combined(path: Path) -> bool:
 
 def canonical_command(model: str, dataset: str, threat_model: str, protocol: str, seed: int,
                       n_examples: int | None = None, checkpoint: str | None = None, batch_size: int | None = None,
-                      passes: int | None = None, config: str | None = None) -> str:
-    """The command that reproduces an entry (without shard/merge/progress options, which do not change it)."""
+                      passes: int | None = None, config: str | None = None, extra: Sequence[str] = ()) -> str:
+    """The command that reproduces an entry (without shard/merge/progress options, which do not change it).
+
+    With ``config``: ``lwta evaluate --config FILE --model M --protocol P`` plus ``extra`` (the command line's
+    own overrides of the config, e.g. ``--n-examples 20``)."""
     if config is not None:
-        return shlex.join(["lwta", "evaluate", "--config", str(config), "--model", model, "--protocol", protocol])
+        return shlex.join(["lwta", "evaluate", "--config", str(config), "--model", model, "--protocol", protocol,
+                           *extra])
     args = ["lwta", "evaluate", "--model", model, "--dataset", dataset, "--protocol", protocol, "--seed", str(seed)]
     if threat_model != "Linf":
         args += ["--threat-model", threat_model]
@@ -624,6 +689,33 @@ def canonical_command(model: str, dataset: str, threat_model: str, protocol: str
     return shlex.join(args)
 
 
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive flock on ``directory`` (POSIX; no lock file): serialises state checks and entry assembly of
+    shards running at the same time."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent shards are not supported there
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _assemble(run: Run, log: Callable[[str], None]) -> Path:
+    path = run.write()
+    combines = run.protocol.name == COMBINE_INTO or run.protocol.name in COMBINE_FROM
+    if combines and refresh_combined(path):
+        log(f"updated the combined worst case of {path.parent / (run.info.name + '__' + COMBINE_INTO)}.json")
+    log(f"wrote {path}")
+    return path
+
+
 def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str | Sequence[str] = "paper",
              n_examples: int | None = None, seed: int = 0, out_dir: str | os.PathLike = "leaderboard",
              shard: tuple[int, int] | str | None = None, resume: bool = True, progress: bool = True, *,
@@ -631,7 +723,7 @@ def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str 
              model_dir: str | os.PathLike | None = None, batch_size: int | None = None, passes: int | None = None,
              overrides: dict[str, dict[str, dict]] | None = None, data: tuple[torch.Tensor, torch.Tensor] | None = None,
              data_root: str | None = None, merge: bool = False, plots: bool = False,
-             config_file: str | None = None, on_batch: BatchHook | None = None,
+             config_file: str | None = None, command_extra: Sequence[str] = (), on_batch: BatchHook | None = None,
              log: Callable[[str], None] | None = print) -> list[dict]:
     """Evaluate ``models`` with one or more protocols and write their leaderboard entries.
 
@@ -640,12 +732,18 @@ def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str 
     combined worst case sees the others). n_examples: cap on every attack's image count. shard: ``(i, N)`` or
     ``"i/N"``. resume: continue from the state directory (False: start over). merge: only assemble finished
     shards. overrides: {protocol: {attack: {"n_examples"|"params"|"batch_size": ...}}}. data: ``(x, y)`` to use
-    instead of the data set's test split. on_batch(attack, batch): called after each finished task (tests use it
-    to simulate a crash). Returns one status dict per (model, protocol): ``{"model", "protocol", "path",
-    "status": "written" | "up-to-date" | "incomplete", "missing": int}``.
+    instead of the data set's test split. plots: also write :func:`lwta_plugin.plots.make_plots` (not in shards
+    other than 0). on_batch(attack, batch): called after each finished task (tests use it to simulate a crash).
+    Every model, protocol and the data are checked before the first batch runs. Returns one status dict per
+    (model, protocol): ``{"model", "protocol", "path", "status": "written" | "up-to-date" | "incomplete",
+    "missing": int}``.
     """
-    models = [models] if isinstance(models, str) else list(models)
+    models = [models] if isinstance(models, str) else list(dict.fromkeys(models))
+    if not models:
+        raise ValueError("no model to evaluate")
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
+    if not protocols:
+        raise ValueError(f"no protocol given; expected one or more of {', '.join(PROTOCOLS)}")
     for name in protocols:
         if name not in PROTOCOLS:
             raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -659,58 +757,86 @@ def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str 
             raise ValueError("resume=False deletes the shared state directory; it cannot be combined with a shard")
     if dataset not in EPS:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {sorted(EPS)}")
+    if threat_model != "Linf":
+        raise ValueError(f"the evaluation protocols are L-inf attacks; threat model {threat_model!r} has none")
+    overrides = dict(overrides or {})
+    bad = sorted(set(overrides) - set(PROTOCOLS))
+    if bad:
+        raise ValueError(f"overrides name unknown protocols {bad}; expected {', '.join(PROTOCOLS)}")
     checkpoints = dict(checkpoints or {})
     log = log or (lambda _msg: None)
+    resolved_protocols = [resolve(get_protocol(p, dataset), n_examples, None, batch_size, overrides.get(p), passes)
+                          for p in protocols]
+    S = resolved_protocols[0].scoring.samples
+    # every model and the data first: an unknown name must not surface after hours of work on the others
+    loaded = [load_model_for_evaluation(name, dataset, threat_model, S, checkpoints.get(name), model_dir)
+              for name in models]
+    need = max(a.n_examples for rp in resolved_protocols for a in rp.attacks if a.kind != "random_score")
+    if data is not None:
+        x_all, y_all = data
+        if len(x_all) != len(y_all) or len(x_all) == 0:
+            raise ValueError(f"data must be (x, y) with the same non-zero length, got {len(x_all)} and {len(y_all)}")
+        source = "custom"
+    else:
+        x_all, y_all = load_test_data(dataset, need, data_root)
+        source = None
     statuses = []
-    for name in models:
-        resolved_protocols = [resolve(get_protocol(p, dataset), n_examples, None, batch_size,
-                                      (overrides or {}).get(p), passes) for p in protocols]
-        S = resolved_protocols[0].scoring.samples
-        model, info = load_model_for_evaluation(name, dataset, threat_model, S, checkpoints.get(name), model_dir)
-        need = max(a.n_examples for rp in resolved_protocols for a in rp.attacks if a.kind != "random_score")
-        if data is not None:
-            x_all, y_all = data
-            source = "custom"
-        else:
-            x_all, y_all = load_test_data(dataset, need, data_root)
-            source = None
+    for name, (model, info) in zip(models, loaded):
         for proto in resolved_protocols:
             proto = resolve(proto, available=len(x_all))
             cmd = canonical_command(name, dataset, threat_model, proto.name, seed, n_examples, checkpoints.get(name),
-                                    batch_size, passes, config_file)
+                                    batch_size, passes, config_file, command_extra)
             run = Run(model, info, x_all, y_all, proto, seed, dataset, threat_model, out_dir, cmd, source)
             status = {"model": name, "protocol": proto.name, "path": str(run.path)}
-            if resume and not merge and run.up_to_date() and not run.state_dir.exists():
-                log(f"{run.path}: up to date")
-                statuses.append({**status, "status": "up-to-date", "missing": 0})
-                continue
-            if not merge:
-                run.prepare_state(resume)
-                run.execute(shard, on_batch, progress)
-            elif not run.state_dir.is_dir():
-                raise FileNotFoundError(f"nothing to merge for {name} / {proto.name}: {run.state_dir} does not exist")
-            missing = run.missing()
-            if missing:
-                if merge:
+            lock_dir = run.path.parent
+            if merge:
+                with _locked(lock_dir):
+                    if not run.state_dir.is_dir():
+                        if run.up_to_date():
+                            log(f"{run.path}: up to date (nothing to merge)")
+                            statuses.append({**status, "status": "up-to-date", "missing": 0})
+                            continue
+                        raise FileNotFoundError(f"nothing to merge for {name} / {proto.name}: {run.state_dir} does "
+                                                "not exist")
+                    run.prepare_state(resume=True)  # checks that the partial results are of this configuration
                     run.load_records()  # raises IncompleteRunError naming the missing batches
-                log(f"{name} / {proto.name}: {len(missing)} batches left for other shards (state: {run.state_dir})")
-                statuses.append({**status, "status": "incomplete", "missing": len(missing)})
+                    _assemble(run, log)
+                statuses.append({**status, "status": "written", "missing": 0})
                 continue
-            path = run.write()
-            if proto.name == COMBINE_INTO or proto.name in COMBINE_FROM:
-                refresh_combined(path)
-            log(f"wrote {path}")
+            with _locked(lock_dir):
+                if resume and run.up_to_date() and not run.state_dir.exists():
+                    log(f"{run.path}: up to date")
+                    statuses.append({**status, "status": "up-to-date", "missing": 0})
+                    continue
+                run.prepare_state(resume)
+            run.execute(shard, on_batch, progress)
+            with _locked(lock_dir):
+                if not run.state_dir.is_dir():  # another shard finished last and assembled the entry
+                    if not run.up_to_date():
+                        raise EvaluationError(f"{run.state_dir} disappeared while this process was using it, and "
+                                              f"{run.path} is not the finished entry; rerun the command")
+                    log(f"{run.path}: written by another shard")
+                    statuses.append({**status, "status": "written", "missing": 0})
+                    continue
+                missing = run.missing()
+                if missing:
+                    log(f"{name} / {proto.name}: {len(missing)} batches left for other shards (state: "
+                        f"{run.state_dir})")
+                    statuses.append({**status, "status": "incomplete", "missing": len(missing)})
+                    continue
+                _assemble(run, log)
             statuses.append({**status, "status": "written", "missing": 0})
-        if plots:
+        if plots and not merge and (shard is None or shard[0] == 0):
             from .plots import make_plots
 
             for p in make_plots(model, x_all, y_all, dataset=dataset, out_dir=Path(out_dir) / dataset / threat_model
-                                / "plots", name=name, seed=seed):
+                                / "plots", name=name, seed=seed, progress=progress):
                 log(f"wrote {p}")
     return statuses
 
 
 def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ValueError with the expected form otherwise."""
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
@@ -724,8 +850,18 @@ def parse_shard(text: str) -> tuple[int, int]:
 # config files and CLI
 
 
+CONFIG_KEYS = {"format", "description", "dataset", "threat_model", "seed", "out_dir", "runs"}
+RUN_KEYS = {"models", "protocols", "n_examples", "batch_size", "passes", "overrides", "checkpoints", "seed"}
+
+
 def load_config(path: str | os.PathLike) -> dict:
-    """Read an evaluation config (``leaderboard/mnist-smoke.json`` etc.) and check its structure."""
+    """Read an evaluation config (``leaderboard/mnist-smoke.json`` etc.) and check its structure.
+
+    Format: ``{"format": "lwta-plugin/eval-config-1", "description": str, "dataset": "mnist", "seed": 0,
+    "out_dir": "leaderboard", "runs": [{"models": [names] | "shipped", "protocols": [...], "n_examples": int,
+    "batch_size": int, "passes": int, "overrides": {protocol: {attack: {...}}}, "checkpoints": {name: path},
+    "seed": int}]}``; every key but ``format`` and ``runs`` (and ``models`` in a run) is optional. Relative
+    checkpoint paths are relative to the working directory."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -733,19 +869,33 @@ def load_config(path: str | os.PathLike) -> dict:
         raise ValueError(f"cannot read evaluation config {path}: {e}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{path} is not an evaluation config (expected \"format\": \"{CONFIG_FORMAT}\")")
+    bad = set(cfg) - CONFIG_KEYS
+    if bad:
+        raise ValueError(f"{path}: unknown keys {sorted(bad)}; allowed: {sorted(CONFIG_KEYS)}")
+    if cfg.get("dataset", "mnist") not in EPS:
+        raise ValueError(f"{path}: unknown data set {cfg.get('dataset')!r}; expected one of {sorted(EPS)}")
     runs = cfg.get("runs")
     if not isinstance(runs, list) or not runs:
         raise ValueError(f"{path}: \"runs\" must be a non-empty list")
-    allowed = {"models", "protocols", "n_examples", "batch_size", "passes", "overrides", "checkpoints", "seed"}
     for i, run in enumerate(runs):
-        bad = set(run) - allowed
+        if not isinstance(run, dict):
+            raise ValueError(f"{path}: run {i} must be an object")  # noqa: TRY004 (a bad file, not a bad call)
+        bad = set(run) - RUN_KEYS
         if bad:
-            raise ValueError(f"{path}: run {i} has unknown keys {sorted(bad)}; allowed: {sorted(allowed)}")
-        if not (run.get("models") == "shipped" or isinstance(run.get("models"), list)):
-            raise ValueError(f"{path}: run {i}: \"models\" must be a list of names or \"shipped\"")
-        for p in run.get("protocols", []):
+            raise ValueError(f"{path}: run {i} has unknown keys {sorted(bad)}; allowed: {sorted(RUN_KEYS)}")
+        models = run.get("models")
+        if not (models == "shipped" or (isinstance(models, list) and models
+                                        and all(isinstance(m, str) for m in models))):
+            raise ValueError(f"{path}: run {i}: \"models\" must be a non-empty list of names or \"shipped\"")
+        protos = run.get("protocols", ["paper"])
+        if not isinstance(protos, list) or not protos:
+            raise ValueError(f"{path}: run {i}: \"protocols\" must be a non-empty list")
+        for p in protos:
             if p not in PROTOCOLS:
-                raise ValueError(f"{path}: run {i}: unknown protocol {p!r}; expected one of {PROTOCOLS}")
+                raise ValueError(f"{path}: run {i}: unknown protocol {p!r}; expected one of {', '.join(PROTOCOLS)}")
+        for key in ("n_examples", "batch_size", "passes", "seed"):
+            if key in run and (isinstance(run[key], bool) or not isinstance(run[key], int)):
+                raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer")
     return cfg
 
 
@@ -765,14 +915,16 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     """``lwta evaluate``: see :func:`evaluate` and the module docstring."""
     p = subparsers.add_parser("evaluate", help="evaluate models with a protocol and write leaderboard entries",
                               description="Evaluate models with an attack protocol (paper, adaptive, autoattack-rand, "
-                                          "smoke); resumable, shardable. Writes leaderboard/<dataset>/<threat model>/"
-                                          "<model>__<protocol>.json.")
+                                          "smoke); resumable (rerun the same command after an interruption) and "
+                                          "shardable (--shard i/N, then the last shard or --merge assembles). "
+                                          "Writes leaderboard/<dataset>/<threat model>/<model>__<protocol>.json.")
     p.add_argument("--model", action="append", default=None, help="zoo name (repeatable)")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="checkpoint file of an unshipped model (repeatable; paired with --model in order, or the "
                         "name is read from the file)")
     p.add_argument("--dataset", default=None, choices=sorted(EPS), help="data set (default mnist)")
-    p.add_argument("--threat-model", default=None, choices=["Linf", "L2"], help="leaderboard section (default Linf)")
+    p.add_argument("--threat-model", default=None, choices=["Linf"],
+                   help="leaderboard section (default and only choice: Linf; the protocols are L-inf attacks)")
     p.add_argument("--protocol", action="append", default=None, choices=PROTOCOLS, help="repeatable (default paper)")
     p.add_argument("--n-examples", type=int, default=None, help="cap on the number of test images of every attack")
     p.add_argument("--seed", type=int, default=None, help="default 0")
@@ -786,7 +938,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--passes", type=int, default=None, help="predictions per image for scoring (protocol default)")
     p.add_argument("--out-dir", default=None, help="leaderboard directory (default leaderboard)")
     p.add_argument("--model-dir", default=None, help="RobustBench-style model directory for unshipped checkpoints")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="data root (default: $LWTA_DATA_ROOT, then the offline copies)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--plots", action="store_true", help="also write the plots (lwta_plugin.plots) next to the results")
     p.add_argument("--no-progress", action="store_true")
@@ -803,42 +955,69 @@ def _pair_checkpoints(models: list[str] | None, ckpts: list[str] | None) -> tupl
         raise ValueError(f"{len(models)} --model but {len(ckpts)} --checkpoint options: give one checkpoint per "
                          "model, in the same order, or only --checkpoint")
     if not models:
-        from .checkpoint import read_checkpoint
-        from .models import ModelConfig
-
-        models = [ModelConfig(**read_checkpoint(c)["config"]).name for c in ckpts]
+        models = [checkpoint_model_name(c) for c in ckpts]
+    if len(set(models)) != len(models):
+        dup = sorted({m for m in models if models.count(m) > 1})
+        raise ValueError(f"several checkpoints of {', '.join(dup)}: an entry is named after its architecture "
+                         "(<model>__<protocol>.json), so evaluate them one at a time with separate --out-dir")
     return models, dict(zip(models, ckpts))
 
 
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{option} must be >= 1, got {value}")
+
+
 def _evaluate_command(args: argparse.Namespace) -> int:
+    _positive(args.n_examples, "--n-examples")
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.passes, "--passes")
+    _positive(args.threads, "--threads")
+    if args.shard is not None:
+        parse_shard(args.shard)  # a clear error before anything is loaded
+    if args.merge and args.shard:
+        raise ValueError("--merge assembles every shard's results; do not combine it with --shard")
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = dict(shard=args.shard, resume=not args.no_resume, progress=not args.no_progress, merge=args.merge,
-                  model_dir=args.model_dir, data_root=args.data_root, plots=args.plots)
+    common: dict[str, Any] = {"shard": args.shard, "resume": not args.no_resume, "progress": not args.no_progress,
+                              "merge": args.merge, "model_dir": args.model_dir, "data_root": args.data_root,
+                              "plots": args.plots}
     statuses = []
     if args.config:
+        if args.checkpoint:
+            raise ValueError("--checkpoint cannot be combined with --config (list checkpoints in the config's runs)")
         cfg = load_config(args.config)
         dataset = args.dataset or cfg.get("dataset", "mnist")
+        extra = []
+        for opt, value in (("--dataset", args.dataset), ("--n-examples", args.n_examples), ("--seed", args.seed),
+                           ("--batch-size", args.batch_size), ("--passes", args.passes)):
+            if value is not None:
+                extra += [opt, str(value)]
+        selected = []
         for run in cfg["runs"]:
             names = _config_models(run, dataset)
             if args.model:
                 names = [n for n in names if n in args.model]
             protos = [p for p in run.get("protocols", ["paper"]) if not args.protocol or p in args.protocol]
-            if not names or not protos:
-                continue
+            if names and protos:
+                selected.append((run, names, protos))
+        if not selected:
+            raise ValueError(f"no run in {args.config} matches the --model/--protocol selection")
+        for run, names, protos in selected:
             statuses += evaluate(names, dataset, protos, args.n_examples or run.get("n_examples"),
                                  args.seed if args.seed is not None else run.get("seed", cfg.get("seed", 0)),
                                  args.out_dir or cfg.get("out_dir", "leaderboard"),
                                  threat_model=args.threat_model or cfg.get("threat_model", "Linf"),
                                  checkpoints=run.get("checkpoints"), batch_size=args.batch_size or run.get("batch_size"),
                                  passes=args.passes or run.get("passes"), overrides=run.get("overrides"),
-                                 config_file=args.config, **common)
-        if not statuses:
-            raise ValueError(f"no run in {args.config} matches the --model/--protocol selection")
+                                 config_file=args.config, command_extra=extra, **common)
     else:
         models, ckpts = _pair_checkpoints(args.model, args.checkpoint)
         statuses = evaluate(models, args.dataset or "mnist", args.protocol or ["paper"], args.n_examples,
                             args.seed or 0, args.out_dir or "leaderboard", threat_model=args.threat_model or "Linf",
                             checkpoints=ckpts, batch_size=args.batch_size, passes=args.passes, **common)
     incomplete = [s for s in statuses if s["status"] == "incomplete"]
+    for s in statuses:
+        print(f"{s['status']:>11}  {s['model']} / {s['protocol']}: {s['path']}"
+              + (f" ({s['missing']} batches missing)" if s["missing"] else ""))
     return 0 if not incomplete or args.shard else 1

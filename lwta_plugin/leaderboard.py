@@ -24,8 +24,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .io import atomic_write_text
 
@@ -139,10 +140,12 @@ PAPER_TABLES: list[dict] = [
 ]
 
 PAPER_NOTES = (
-    "The paper's PGD/CW/BSA numbers come from its reference code: PGD without EOT (one stochastic pass per "
-    "gradient), unbounded CW-L2 and BSA on 100 images, labels = the model's own prediction; Rand is not an "
-    "accuracy (fraction of uniform-noise images with max probability < 0.9).",
+    ("The paper's PGD/CW/BSA numbers come from its reference code: PGD without EOT (one stochastic pass per "
+     "gradient), unbounded CW-L2 and BSA on 100 images, labels = the model's own prediction; Rand is not an "
+     "accuracy (fraction of uniform-noise images with max probability < 0.9)."),
     "Table 2 and Table 4 disagree on Logistic LWTA & IBP (Rand .911 vs .981); both rows are listed.",
+    ("Tables 6 and 7 (FGSM adversarial training): the FGSM-trained rows were attacked with 40 (MNIST) and 20 "
+     "(CIFAR-10) PGD steps, not the 200 of the other tables (paper section 4.4)."),
 )
 
 # Preferred table for `reported`: the main results table, then the ablation table.
@@ -213,6 +216,7 @@ def describe_architecture(config: dict) -> str:
 
 
 def entry_path(out_dir: str | os.PathLike, dataset: str, threat_model: str, model: str, protocol: str) -> Path:
+    """``<out_dir>/<dataset>/<threat_model>/<model>__<protocol>.json``."""
     return Path(out_dir) / dataset / threat_model / f"{model}__{protocol}.json"
 
 
@@ -228,6 +232,7 @@ def find_entries(out_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_schema() -> dict:
+    """The JSON Schema of an entry (``lwta_plugin/schema/leaderboard.schema.json``)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
@@ -253,6 +258,7 @@ def validate_entry(entry: Any) -> None:
 
 
 def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict]:
+    """Every entry under ``out_dir`` (validated; ValueError naming the file otherwise), with ``_path`` added."""
     entries = []
     for path in find_entries(out_dir):
         try:
@@ -274,7 +280,9 @@ def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict
 
 _ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_margin", "apgd_rand", "transfer",
                  "bpda")
-SORT_KEYS = ("model", "robust", "clean")
+_PROTOCOL_ORDER = ("paper", "adaptive", "autoattack-rand", "smoke")
+PAPER_COLUMN_OF = {"clean": "Benign", "pgd": "PGD", "cw": "CW", "bsa": "BSA", "random": "Rand"}
+SORT_KEYS = ("robust", "clean", "model")
 
 
 def _attack_keys(entries: list[dict]) -> list[str]:
@@ -290,9 +298,9 @@ def _worst(entry: dict) -> dict:
     return entry.get("worst_case_all_protocols") or entry["worst_case"]
 
 
-def sort_entries(entries: list[dict], sort: str = "model") -> list[dict]:
-    """Sort by model then protocol, by worst-case robust accuracy (descending), by clean accuracy, or by the
-    robust accuracy of one attack key (descending; entries without that attack last)."""
+def sort_entries(entries: list[dict], sort: str = "robust") -> list[dict]:
+    """Sort by worst-case robust accuracy (descending, the default), clean accuracy (descending), model name, or
+    the accuracy of one attack key (descending; entries without that attack last). Ties: model, protocol."""
     base = sorted(entries, key=lambda e: (e["model"], e["protocol"]["name"]))
     if sort == "model":
         return base
@@ -303,75 +311,160 @@ def sort_entries(entries: list[dict], sort: str = "model") -> list[dict]:
     return sorted(base, key=lambda e: (sort not in e["attacks"], -e["attacks"].get(sort, {"mean": 0})["mean"]))
 
 
-def _paper_text(entry: dict) -> str:
+def paper_percent(text: str) -> str:
+    """A value as printed in the paper (".935") as a percentage string ("93.5")."""
+    return f"{100 * paper_value(text):g}"
+
+
+def _training(entry: dict) -> str:
+    fgsm = entry["checkpoint"]["training"].get("fgsm_eps")
+    return f"FGSM adv. (eps {fgsm:g})" if fgsm else "standard"
+
+
+def _paper_row(entry: dict) -> dict | None:
     rows = entry["paper"]["rows"]
-    if not rows:
-        return "—"
-    r = rows[0]
-    return f"{' / '.join(r['values'][c] for c in PAPER_COLUMNS)} ({r['table']}: {(r['group'] + ' ') if r['group'] else ''}{r['row']})"
+    return rows[0] if rows else None
 
 
-def _rows_for_table(entries: list[dict], keys: list[str]) -> tuple[list[list[str]], list[str]]:
+def _paper_ref(row: dict) -> str:
+    return f"{row['table']}, {(row['group'] + ' ') if row['group'] else ''}{row['row']}"
+
+
+class _Cell:
+    """Table cell: display text and the number a click-to-sort uses (None: sort by text)."""
+
+    def __init__(self, text: str, value: float | None = None, css: str = ""):
+        self.text, self.value, self.css = text, value, css
+
+
+def _common_n(group: list[dict], key: str) -> int | None:
+    ns = {e["attacks"][key]["n_examples"] for e in group if key in e["attacks"]}
+    return ns.pop() if len(ns) == 1 else None
+
+
+def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Cell]], list[str]]:
+    """Header, rows and footnotes of one (data set, threat model, protocol) table."""
+    n_of = {k: _common_n(group, k) for k in ["clean", *keys]}
+    worst_ns = {_worst(e)["n_examples"] for e in group}
+    worst_n = worst_ns.pop() if len(worst_ns) == 1 else None
+
+    def head(label: str, n: int | None) -> str:
+        return f"{label} (n={n})" if n is not None else label
+
+    header = (["#", "model", "training", head("clean", n_of["clean"])]
+              + [head(k, n_of[k]) for k in keys] + [head("worst case", worst_n), "paper (reported PGD)",
+                                                     "unreliable"])
     rows, notes = [], []
-    for e in entries:
-        marks = ""
-        if e["unreliable"] or e["protocol"]["smoke"]:
-            notes.append(f"{e['model']} / {e['protocol']['name']}: {e['footnote']}")
-            marks = f" [{len(notes)}]"
-        cells = [f"`{e['model']}`", e["protocol"]["name"] + (" (SMOKE)" if e["protocol"]["smoke"] else ""),
-                 f"{_ci_text(e['attacks']['clean'])} (n={e['attacks']['clean']['n_examples']})"]
-        for k in keys:
-            r = e["attacks"].get(k)
-            cells.append("" if r is None else f"{_ci_text(r)} (n={r['n_examples']})")
+    for rank, e in enumerate(group, 1):
+        paper = _paper_row(e)
+
+        def cell(key: str, r: dict | None, e=e, paper=paper) -> _Cell:
+            if r is None:
+                return _Cell("", None)
+            text = _ci_text(r)
+            if n_of.get(key) is None:
+                text += f" (n={r['n_examples']})"
+            col = PAPER_COLUMN_OF.get(key)
+            if paper is not None and col is not None and e["protocol"]["name"] == "paper":
+                text += f" · paper {paper_percent(paper['values'][col])}"
+            return _Cell(text, r["mean"])
+
         w = _worst(e)
-        cells.append(f"{_ci_text(w)} (n={w['n_examples']})")
-        cells.append(_paper_text(e))
-        fired = [i["name"] for i in e["indicators"] if i["fired"]]
-        cells.append(("**yes**: " + ", ".join(fired) if e["unreliable"] else "no") + marks)
-        rows.append(cells)
-    return rows, notes
+        worst_text = _ci_text(w) + ("" if worst_n is not None else f" (n={w['n_examples']})")
+        if "worst_case_all_protocols" in e:
+            worst_text += " (all protocols)"
+        fired = [i for i in e["indicators"] if i["fired"]]
+        mark = ""
+        if fired:
+            notes.append(f"`{e['model']}`: " + "; ".join(f"{i['name']}: {i['detail']}" for i in fired))
+            mark = f" [{len(notes)}]"
+        reported = (f"{e['reported']} ({_paper_ref(paper)})" if "reported" in e and paper is not None else "—")
+        rows.append([_Cell(str(rank), rank), _Cell(f"`{e['model']}`"), _Cell(_training(e)),
+                     cell("clean", e["attacks"]["clean"])]
+                    + [cell(k, e["attacks"].get(k)) for k in keys]
+                    + [_Cell(worst_text, w["mean"]),
+                       _Cell(reported, float(e["reported"]) / 100 if "reported" in e else None),
+                       _Cell(("**yes**" if e["unreliable"] else "no") + mark, 1 if e["unreliable"] else 0,
+                             "bad" if e["unreliable"] else "")])
+    return header, rows, notes
 
 
-def _groups(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for e in entries:
-        groups.setdefault((e["dataset"], e["threat_model"]), []).append(e)
-    return dict(sorted(groups.items()))
+def _sections(entries: list[dict], sort: str) -> list[tuple[str, str, str, list[dict]]]:
+    """``(dataset, threat_model, protocol, entries)`` groups in display order, entries sorted."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for e in sort_entries(entries, sort):
+        groups.setdefault((e["dataset"], e["threat_model"], e["protocol"]["name"]), []).append(e)
+    order = {p: i for i, p in enumerate(_PROTOCOL_ORDER)}
+    return [(d, t, p, g) for (d, t, p), g in sorted(groups.items(), key=lambda kv: (
+        kv[0][0], kv[0][1], order.get(kv[0][2], len(order)), kv[0][2]))]
 
 
-def _header(keys: list[str]) -> list[str]:
-    return (["model", "protocol", "clean % [95% CI]"] + [f"{k} %" for k in keys]
-            + ["worst case %", "paper: " + " / ".join(PAPER_COLUMNS), "unreliable"])
+def _hp_text(hp: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
 
 
-def render_markdown(entries: list[dict], sort: str = "model", command: str = "lwta leaderboard") -> str:
-    """``leaderboard/README.md``: one table per data set and threat model."""
+def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
+    """One line per attack: description, hyperparameters, EOT samples (from the first entry that has it)."""
+    lines = []
+    for key in ["clean", *keys]:
+        r = next(e["attacks"][key] for e in group if key in e["attacks"])
+        bits = [r["description"] or r["attack"]]
+        if r["hyperparameters"]:
+            bits.append(_hp_text(r["hyperparameters"]))
+        if r["eot_samples"] > 1:
+            bits.append(f"EOT {r['eot_samples']}")
+        if r["kind"] == "adversarial" and not r["bounded"]:
+            bits.append("unbounded: not in the worst case")
+        lines.append(f"`{key}`: " + "; ".join(bits))
+    return lines
+
+
+_INTRO = ("Accuracies in % with 95 % confidence intervals. Each prediction averages S stochastic forward passes "
+          "(the paper's inference rule) and every image is predicted `passes` times; accuracy = mean over images "
+          "of the fraction of correct predictions. `random` is not an accuracy: the fraction of uniform-noise "
+          "images predicted with max probability < 0.9 (the paper's Rand; higher is better). **Worst case** = "
+          "per-image minimum over clean and every attack inside the threat model (for `adaptive`, also over the "
+          "`paper` protocol's attacks when both ran: marked *all protocols*); unbounded CW/BSA and `random` are "
+          "not part of it. Rows are sorted by worst case (robust accuracy), highest first. In the `paper` "
+          "protocol, *paper X* beside our number is the paper's own number for the same architecture and "
+          "training (its reference protocol: no EOT, 100 images for CW/BSA); *reported* is the paper's PGD "
+          "accuracy. *unreliable*: an attack-failure indicator fired (see the notes).")
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(entries: list[dict], sort: str = "robust", command: str = "lwta leaderboard") -> str:
+    """``leaderboard/README.md``: one table per data set, threat model and protocol."""
     lines = ["# lwta-plugin leaderboard", "",
-             f"<!-- Generated by `{command}` from the JSON entries (lwta_plugin/leaderboard.py). "
-             "Do not edit by hand. -->", "",
-             "Accuracies in % with 95 % confidence intervals; each prediction averages S stochastic passes (the "
-             "paper's rule) and every image is predicted `passes` times (accuracy = mean over images of the "
-             "fraction of correct predictions). `random` is not an accuracy: the fraction of uniform-noise images "
-             "predicted with max probability < 0.9 (the paper's Rand). **Worst case** = per-image minimum over "
-             "clean and every attack inside the threat model (for `adaptive`, including the `paper` protocol's "
-             "attacks when both ran); unbounded CW/BSA and `random` are not part of it. `n` = number of test "
-             "images. The paper column shows the paper's own numbers (fractions, as printed) for the same "
-             "architecture, from its reference protocol (no EOT).", ""]
+             (f"<!-- Generated by `{command}` from the JSON entries (lwta_plugin/leaderboard.py). "
+              "Do not edit by hand. -->"), "", _INTRO, ""]
     if not entries:
         lines += ["No entries yet: run `lwta evaluate` (see `tox -e eval-mnist-smoke`).", ""]
-    for (dataset, tm), group in _groups(sort_entries(entries, sort)).items():
+    current = None
+    for dataset, tm, proto, group in _sections(entries, sort):
+        if (dataset, tm) != current:
+            current = (dataset, tm)
+            eps = sorted({e["eps"] for e in group})
+            lines += [f"## {dataset} / {tm} (eps = {', '.join(eps)})", ""]
+        first = group[0]["protocol"]
+        lines += [f"### `{proto}`: {first['title']}", ""]
+        if first["smoke"]:
+            lines += ["**SMOKE TEST: tiny attack budgets; these numbers are not robustness estimates.**", ""]
+        sc = first["scoring"]
+        lines += [(f"Scoring: S = {sc['samples']} passes per prediction, {sc['passes']} predictions per image, "
+                   f"sampling `{sc['sampling']}`."), ""]
         keys = _attack_keys(group)
-        eps = sorted({e["eps"] for e in group})
-        lines += [f"## {dataset} / {tm} (eps = {', '.join(eps)})", ""]
-        header = _header(keys)
+        header, rows, notes = _table(group, keys)
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        rows, notes = _rows_for_table(group, keys)
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        lines += ["| " + " | ".join(_md_escape(c.text) for c in row) + " |" for row in rows]
         lines.append("")
-        for i, note in enumerate(notes, 1):
-            lines.append(f"{i}. {note}")
+        lines += ["<details><summary>attacks</summary>", ""] + [f"- {_md_escape(t)}" for t in
+                                                                 _protocol_lines(group, keys)] + ["", "</details>",
+                                                                                                  ""]
         if notes:
-            lines.append("")
+            lines += [f"{i}. {_md_escape(n)}" for i, n in enumerate(notes, 1)] + [""]
     lines += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in PAPER_NOTES] + [""]
     return "\n".join(lines)
 
@@ -394,76 +487,96 @@ document.querySelectorAll('table.lb th').forEach(function (th, col) {
 });
 """
 
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}table{border-collapse:collapse;margin-bottom:1em}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{cursor:pointer;background:#f3f3f3}"
+        "td.num{text-align:right;white-space:nowrap}.smoke{color:#a60;font-weight:bold}"
+        ".bad{color:#b00;font-weight:bold}details{margin-bottom:1.5em;font-size:13px}")
 
-def render_html(entries: list[dict], sort: str = "model", command: str = "lwta leaderboard") -> str:
+
+def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta leaderboard") -> str:
     """``leaderboard/index.html``: the same tables, static, click a header to sort (inline JS, no assets)."""
     esc = html.escape
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<title>lwta-plugin leaderboard</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
-             "th,td{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{cursor:pointer;background:#f3f3f3}"
-             "td.num{text-align:right;white-space:nowrap}tr.smoke{color:#888}.bad{color:#b00;font-weight:bold}"
-             "</style></head><body>",
+             "<title>lwta-plugin leaderboard</title>", f"<style>{_CSS}</style></head><body>",
              f"<!-- Generated by {esc(command)} (lwta_plugin/leaderboard.py). Do not edit by hand. -->",
              "<h1>lwta-plugin leaderboard</h1>",
-             "<p>Accuracies in % with 95% confidence intervals (each prediction averages S stochastic passes; every "
-             "image is predicted <code>passes</code> times). Worst case = per-image minimum over clean and all "
-             "attacks inside the threat model. Click a column header to sort.</p>"]
+             f"<p>{esc(_INTRO.replace('`', '').replace('**', '').replace('*', ''))} Click a column header to sort.</p>"]
     if not entries:
-        parts.append("<p>No entries yet.</p>")
-    for (dataset, tm), group in _groups(sort_entries(entries, sort)).items():
+        parts.append("<p>No entries yet: run <code>lwta evaluate</code>.</p>")
+    current = None
+    for dataset, tm, proto, group in _sections(entries, sort):
+        if (dataset, tm) != current:
+            current = (dataset, tm)
+            eps = sorted({e["eps"] for e in group})
+            parts.append(f"<h2>{esc(dataset)} / {esc(tm)} (eps = {esc(', '.join(eps))})</h2>")
+        first = group[0]["protocol"]
+        parts.append(f"<h3>{esc(proto)}: {esc(first['title'])}</h3>")
+        if first["smoke"]:
+            parts.append("<p class=\"smoke\">SMOKE TEST: tiny attack budgets; these numbers are not robustness "
+                         "estimates.</p>")
+        sc = first["scoring"]
+        parts.append(f"<p>Scoring: S = {sc['samples']} passes per prediction, {sc['passes']} predictions per "
+                     f"image, sampling {esc(sc['sampling'])}.</p>")
         keys = _attack_keys(group)
-        parts.append(f"<h2>{esc(dataset)} / {esc(tm)}</h2>")
-        parts.append("<table class=\"lb\"><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _header(keys))
+        header, rows, notes = _table(group, keys)
+        parts.append("<table class=\"lb\"><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
                      + "</tr></thead><tbody>")
-        rows, notes = _rows_for_table(group, keys)
-        for e, cells in zip(group, rows):
-            values = ([None, None, e["attacks"]["clean"]["mean"]]
-                      + [e["attacks"][k]["mean"] if k in e["attacks"] else "" for k in keys]
-                      + [_worst(e)["mean"], None, 1 if e["unreliable"] else 0])
+        for row in rows:
             tds = []
-            for text, v in zip(cells, values):
-                text = text.replace("`", "").replace("**", "")
-                if v is None:
-                    tds.append(f"<td>{esc(text)}</td>")
+            for c in row:
+                text = esc(c.text.replace("`", "").replace("**", ""))
+                if c.value is None:
+                    tds.append(f"<td>{text}</td>" if not c.css else f"<td class=\"{c.css}\">{text}</td>")
                 else:
-                    cls = "num bad" if (text.startswith("yes")) else "num"
-                    tds.append(f"<td class=\"{cls}\" data-v=\"{v}\">{esc(text)}</td>")
-            tr = '<tr class="smoke">' if e["protocol"]["smoke"] else "<tr>"
-            parts.append(tr + "".join(tds) + "</tr>")
+                    css = " ".join(filter(None, ("num", c.css)))
+                    tds.append(f"<td class=\"{css}\" data-v=\"{c.value:.10g}\">{text}</td>")
+            parts.append("<tr>" + "".join(tds) + "</tr>")
         parts.append("</tbody></table>")
+        parts.append("<details><summary>attacks</summary><ul>"
+                     + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in _protocol_lines(group, keys))
+                     + "</ul></details>")
         if notes:
-            parts.append("<ol>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ol>")
-    parts += ["<h2>Notes on the paper's numbers</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in PAPER_NOTES)
-              + "</ul>", f"<script>{_SORT_JS}</script>", "</body></html>", ""]
+            parts.append("<ol>" + "".join(f"<li>{esc(n.replace('`', ''))}</li>" for n in notes) + "</ol>")
+    parts += [("<h2>Notes on the paper's numbers</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in PAPER_NOTES)
+               + "</ul>"), f"<script>{_SORT_JS}</script>", "</body></html>", ""]
     return "\n".join(parts)
 
 
-def write_leaderboard(out_dir: str | os.PathLike = "leaderboard", sort: str = "model",
+def write_leaderboard(out_dir: str | os.PathLike = "leaderboard", sort: str = "robust",
                       command: str = "lwta leaderboard") -> tuple[Path, Path]:
     """Render ``README.md`` and ``index.html`` in ``out_dir`` from its entries (validated first)."""
-    entries = load_entries(out_dir)
     out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"leaderboard directory {out} does not exist (run `lwta evaluate` first or pass "
+                                "--dir)")
+    entries = load_entries(out_dir)
+    known = set(SORT_KEYS) | set(_ATTACK_ORDER) | {k for e in entries for k in e["attacks"]}
+    if sort not in known:
+        raise ValueError(f"unknown sort key {sort!r}; expected robust, clean, model or an attack key "
+                         f"({', '.join(sorted(known - set(SORT_KEYS)))})")
     md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command))
     page = atomic_write_text(out / "index.html", render_html(entries, sort, command))
     return md, page
 
 
 def add_leaderboard_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``lwta leaderboard [--dir leaderboard] [--sort model|robust|clean|<attack>]``."""
-    p = subparsers.add_parser("leaderboard", help="render leaderboard/README.md and index.html from the entries")
-    p.add_argument("--dir", default="leaderboard", help="leaderboard directory (default: leaderboard)")
-    p.add_argument("--sort", default="model",
-                   help="row order: model (default), robust (worst case, descending), clean, or an attack key "
-                        "such as pgd or eot_pgd (descending)")
+    """``lwta leaderboard [--out-dir leaderboard] [--sort robust|clean|model|<attack>]``."""
+    p = subparsers.add_parser("leaderboard", help="render leaderboard/README.md and index.html from the entries",
+                              description="Validate every entry under --dir against the schema and render "
+                                          "README.md (Markdown tables) and index.html (static, click to sort).")
+    p.add_argument("--out-dir", "--dir", dest="dir", default="leaderboard",
+                   help="leaderboard directory, as lwta evaluate --out-dir (default: leaderboard)")
+    p.add_argument("--sort", default="robust",
+                   help="row order: robust (worst-case robust accuracy, descending; default), clean, model, or an "
+                        "attack key such as pgd or eot_pgd (descending)")
     p.set_defaults(func=_leaderboard_command)
     return p
 
 
 def _leaderboard_command(args: argparse.Namespace) -> int:
-    command = "lwta leaderboard" + (f" --dir {args.dir}" if args.dir != "leaderboard" else "") \
-        + (f" --sort {args.sort}" if args.sort != "model" else "")
+    command = "lwta leaderboard" + (f" --out-dir {args.dir}" if args.dir != "leaderboard" else "") \
+        + (f" --sort {args.sort}" if args.sort != "robust" else "")
     md, page = write_leaderboard(args.dir, args.sort, command)
-    print(md)
-    print(page)
+    print(f"wrote {md}")
+    print(f"wrote {page}")
     return 0

@@ -93,6 +93,8 @@ class Scoring:
 
 @dataclass(frozen=True)
 class Protocol:
+    """A named evaluation: its attacks, how results are scored, and notes recorded in every entry."""
+
     name: str
     title: str
     attacks: tuple[AttackSpec, ...]
@@ -103,6 +105,7 @@ class Protocol:
     notes: tuple[str, ...] = ()
 
     def attack(self, key: str) -> AttackSpec:
+        """The attack with result key ``key``."""
         for spec in self.attacks:
             if spec.key == key:
                 return spec
@@ -173,22 +176,30 @@ def _smoke(dataset: str) -> list[AttackSpec]:
     eps = EPS[dataset]
     tiny = {"eps": eps, "alpha": eps / 2, "steps": 2, "random_start": True}
     cw = {"c": 1e-1, "lr": 1e-2, "binary_search_steps": 1, "steps": 3, "confidence": 0.0, "abort_early": True}
-    small = dict(n_examples=ITERATIVE, batch_size=100)
+    small: dict[str, Any] = {"n_examples": ITERATIVE, "batch_size": 100}
+    tag = "SMOKE (tiny budget): "
     return [
         _clean(),
-        AttackSpec("pgd", "adversarial", "pgd", dict(tiny, loss="ce"), **small),
-        AttackSpec("cw", "adversarial", "cw", dict(cw), bounded=False, **small),
-        AttackSpec("bsa", "adversarial", "bsa", dict(cw, alpha=0.8), bounded=False, **small),
-        AttackSpec("random", "random_score", n_examples=ITERATIVE, batch_size=500, bounded=False),
-        AttackSpec("fgsm", "adversarial", "fgsm", {"eps": eps}, **small),
-        AttackSpec("noise", "adversarial", "noise", {"eps": eps}, **small),
-        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(tiny, eot_samples=2, loss="ce"), eot_samples=2, **small),
+        AttackSpec("pgd", "adversarial", "pgd", dict(tiny, loss="ce"), **small,
+                   description=tag + "L-inf PGD, one stochastic pass per gradient"),
+        AttackSpec("cw", "adversarial", "cw", dict(cw), bounded=False, **small, description=tag + "unbounded CW-L2"),
+        AttackSpec("bsa", "adversarial", "bsa", dict(cw, alpha=0.8), bounded=False, **small,
+                   description=tag + "blind-spot attack (CW-L2 on 0.8 x + 0.1)"),
+        AttackSpec("random", "random_score", n_examples=ITERATIVE, batch_size=500, bounded=False,
+                   description="uniform-noise images; score = fraction with predicted max probability < 0.9"),
+        AttackSpec("fgsm", "adversarial", "fgsm", {"eps": eps}, **small, description="FGSM (one step)"),
+        AttackSpec("noise", "adversarial", "noise", {"eps": eps}, **small,
+                   description="uniform noise in the eps-ball"),
+        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(tiny, eot_samples=2, loss="ce"), eot_samples=2, **small,
+                   description=tag + "EOT-PGD, cross-entropy"),
         AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(tiny, eot_samples=2), eot_samples=2,
-                   **small),
+                   **small, description=tag + "EOT-PGD, margin loss on the raw codeword correlations"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 2, "eot_iter": 2, "n_restarts": 1},
-                   eot_samples=2, **small),
-        AttackSpec("transfer", "adversarial", "transfer", dict(tiny, surrogate="expected"), **small),
-        AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), eot_samples=2, **small),
+                   eot_samples=2, **small, description=tag + "APGD-CE then APGD-DLR with EOT"),
+        AttackSpec("transfer", "adversarial", "transfer", dict(tiny, surrogate="expected"), **small,
+                   description=tag + "PGD on the expected-value surrogate, transferred"),
+        AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), eot_samples=2, **small,
+                   description=tag + "BPDA (straight-through winner gradients) with EOT"),
     ]
 
 
@@ -201,23 +212,23 @@ def get_protocol(name: str, dataset: str = "mnist") -> Protocol:
                         tuple(_paper(dataset)), notes=(
                             _LABEL_NOTE,
                             "The paper's text says 500 PGD iterations on MNIST; its code runs 200 (followed here).",
-                            "The reference scored CW/BSA on 100 images and PGD on 1,000; see each attack's "
-                            "n_examples.",
-                            "Unbounded CW and BSA, and the Random score, are outside the L-inf threat model: "
-                            "reported, not part of the worst case."))
+                            ("The reference scored CW/BSA on 100 images and PGD on 1,000; see each attack's "
+                             "n_examples."),
+                            ("Unbounded CW and BSA, and the Random score, are outside the L-inf threat model: "
+                             "reported, not part of the worst case.")))
     if name == "adaptive":
         return Protocol("adaptive", "Adaptive attacks for random models (EOT, margin loss, APGD-EOT, transfer, BPDA)",
                         tuple(_adaptive(dataset)), adaptive=True, notes=(
-                            "Worst case = per-example minimum over clean and every bounded attack, including the "
-                            "paper protocol's when its entry exists.",))
+                            ("Worst case = per-example minimum over clean and every bounded attack, including the "
+                             "paper protocol's when its entry exists."),))
     if name == "autoattack-rand":
         return Protocol("autoattack-rand", "AutoAttack 'rand' (APGD-CE + APGD-DLR, EOT 20)",
                         (_clean(), *(a for a in _adaptive(dataset) if a.key == "apgd_rand")), adaptive=True)
     if name == "smoke":
         return Protocol("smoke", "SMOKE TEST: every attack with tiny budgets; not a robustness estimate",
                         tuple(_smoke(dataset)), scoring=Scoring(passes=2), smoke=True, adaptive=True,
-                        notes=("Smoke protocol: tiny step counts and EOT samples. The numbers only show that the "
-                               "pipeline runs.",))
+                        notes=(("Smoke protocol: tiny step counts and EOT samples. The numbers only show that "
+                                "the pipeline runs."),))
     raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
 
 

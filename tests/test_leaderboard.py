@@ -1,0 +1,260 @@
+"""Leaderboard: the schema (and every committed file under leaderboard/), the paper's numbers, rendering."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lwta_plugin import evaluation, leaderboard
+from lwta_plugin.checkpoint import save_checkpoint
+from lwta_plugin.evaluation import evaluate, load_config
+from lwta_plugin.leaderboard import (
+    PAPER_COLUMNS,
+    PAPER_TABLES,
+    decode_counts,
+    encode_counts,
+    find_entries,
+    is_entry_path,
+    paper_rows,
+    pct,
+    render_html,
+    render_markdown,
+    sort_entries,
+    validate_entry,
+    write_leaderboard,
+)
+from lwta_plugin.models import create_model, list_models
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_TXT = Path("/work/shared/reference/paper.txt")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# committed files
+
+
+def test_every_committed_leaderboard_file_is_valid():
+    """Entries follow the schema, configs load, nothing else hides among them (passes with no entries yet)."""
+    root = ROOT / "leaderboard"
+    if not root.is_dir():
+        pytest.skip("no leaderboard directory")
+    for path in sorted(root.rglob("*.json")):
+        rel = path.relative_to(root)
+        if len(rel.parts) == 1:
+            load_config(path)
+        elif is_entry_path(path) and len(rel.parts) == 3:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            validate_entry(entry)
+            assert (entry["dataset"], entry["threat_model"]) == rel.parts[:2], path
+            assert path.name == f"{entry['model']}__{entry['protocol']['name']}.json", path
+        elif path.name.endswith(".timing.json"):
+            assert "seconds" in json.loads(path.read_text(encoding="utf-8")), path
+        elif rel.parts[-2] == "plots":
+            assert json.loads(path.read_text(encoding="utf-8"))["format"] == "lwta-plugin/plots-1", path
+        else:
+            pytest.fail(f"unexpected JSON file in leaderboard/: {rel}")
+    assert not list(root.rglob(".*.partial")), "unfinished evaluation state must not be committed"
+    entries = find_entries(root)
+    if entries:
+        readme = (root / "README.md").read_text(encoding="utf-8")
+        for path in entries:
+            assert f"`{path.name.split('__')[0]}`" in readme, f"{path} is not in leaderboard/README.md: rerun " \
+                                                              "`lwta leaderboard`"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the paper's numbers
+
+
+def test_paper_tables_shape_and_models():
+    counts = {}
+    for r in PAPER_TABLES:
+        counts[r["table"]] = counts.get(r["table"], 0) + 1
+        assert set(r["values"]) == set(PAPER_COLUMNS)
+        assert all(re.fullmatch(r"\d?\.\d+|0|1\.0", v) for v in r["values"].values()), r
+        assert r["model"] is None or r["model"] in list_models(), r["model"]
+    assert counts == {"Table 2": 6, "Table 3": 6, "Table 4": 20, "Table 5": 12, "Table 6": 6, "Table 7": 6}
+
+
+def test_paper_rows_pick_the_right_table():
+    rows = paper_rows("lwta_ibp_softmax", "mnist")
+    assert [(r["table"], r["row"]) for r in rows] == [("Table 2", "Softmax (U=2)"), ("Table 4", "LWTA & IBP"),
+                                                      ("Table 6", "LWTA & IBP")]
+    assert rows[0]["values"] == {"Benign": ".992", "PGD": ".935", "CW": ".990", "BSA": "1.0", "Rand": ".961"}
+    fgsm = paper_rows("lwta_ibp_softmax", "mnist", fgsm=True)
+    assert [(r["table"], r["values"]["PGD"]) for r in fgsm] == [("Table 6", ".970")]
+    assert paper_rows("relu_tanh16", "mnist")[0]["values"]["PGD"] == ".421"
+    assert paper_rows("lwta_ibp_logistic", "mnist")[0]["values"]["Rand"] == ".911"  # Table 2 (Table 4: .981)
+    assert paper_rows("lwta_ibp_softmax_u4", "mnist")[0]["values"]["Benign"] == ".9613"
+    assert paper_rows("lwta_ibp_tanh16", "cifar10")[0]["table"] == "Table 3"
+    assert paper_rows("lwta_ibp_tanh16", "fashion_mnist") == []
+
+
+@pytest.mark.skipif(not PAPER_TXT.is_file(), reason="paper text not available")
+def test_paper_tables_match_the_paper_text():
+    """Every 5-number row of the paper's tables, in order, equals our transcription."""
+    number = re.compile(r"^(\d?\.\d+|0|1\.0)$")
+    printed = []
+    for line in PAPER_TXT.read_text(encoding="utf-8").splitlines():
+        tail = []
+        for tok in reversed(line.split()):
+            if not number.match(tok):
+                break
+            tail.insert(0, tok)
+        if len(tail) >= 5:
+            printed.append(tuple(tail[-5:]))
+    assert printed == [tuple(r["values"][c] for c in PAPER_COLUMNS) for r in PAPER_TABLES]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# encoding
+
+
+@given(st.integers(1, 35).flatmap(lambda p: st.tuples(st.just(p), st.lists(st.integers(0, p), max_size=50))))
+def test_counts_round_trip(args):
+    passes, counts = args
+    text = encode_counts(counts, passes)
+    assert len(text) == len(counts) and decode_counts(text) == counts
+
+
+def test_encoding_and_percent_errors():
+    with pytest.raises(ValueError):
+        encode_counts([3], 2)
+    with pytest.raises(ValueError):
+        encode_counts([0], 36)
+    with pytest.raises(ValueError):
+        decode_counts("0A")
+    assert pct(0.93456) == "93.46" and pct(1) == "100.00" and pct(0) == "0.00"
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError):
+            pct(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entries from a (fake-attack) evaluation
+
+
+def _fake_build_attack_for(spec, model):
+    eps = spec.params.get("eps") or 0.5
+
+    def attack(x, y):
+        xa = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        return (x + eps * g.sign()).clamp(0, 1)
+
+    return attack
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Path:
+    """A leaderboard directory with paper entries of two models and a smoke entry of one."""
+    out = tmp_path_factory.mktemp("board")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(evaluation, "build_attack_for", _fake_build_attack_for)
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(6, 1, 28, 28, generator=g), torch.randint(0, 10, (6,), generator=g))
+    try:
+        for i, name in enumerate(("lwta_ibp_softmax", "relu_softmax")):
+            torch.manual_seed(i)
+            ckpt = out / f"{name}.pt"
+            save_checkpoint(ckpt, create_model(name, "mnist"), {})
+            protocols = ["paper", "smoke"] if i == 0 else ["paper"]
+            evaluate(name, "mnist", protocols, n_examples=6, batch_size=3, passes=2, out_dir=out, data=data,
+                     checkpoints={name: str(ckpt)}, progress=False, log=None)
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture
+def entry(board) -> dict:
+    return json.loads((board / "mnist" / "Linf" / "lwta_ibp_softmax__paper.json").read_text())
+
+
+def test_schema_rejects_broken_entries(entry):
+    validate_entry(entry)
+    mutations = {
+        "missing clean_acc": lambda e: e.pop("clean_acc"),
+        "percent with one decimal": lambda e: e.__setitem__("clean_acc", "93.5"),
+        "unknown field": lambda e: e.__setitem__("extra", 1),
+        "per-example length": lambda e: e["attacks"]["pgd"].__setitem__("per_example_correct", "01"),
+        "count above passes": lambda e: e["attacks"]["pgd"].__setitem__(
+            "per_example_correct", "9" * e["attacks"]["pgd"]["n_examples"]),
+        "adversarial without perturbation": lambda e: e["attacks"]["pgd"].pop("perturbation"),
+        "smoke flag of the paper protocol": lambda e: e["protocol"].__setitem__("smoke", True),
+        "adaptive without external": lambda e: e["protocol"].__setitem__("adaptive", True),
+        "bad checkpoint hash": lambda e: e["checkpoint"].__setitem__("sha256", "abc"),
+        "random score counted as bounded": lambda e: e["attacks"]["random"].__setitem__("bounded", True),
+        "command": lambda e: e.__setitem__("command", "python evaluate.py"),
+    }
+    for what, mutate in mutations.items():
+        bad = copy.deepcopy(entry)
+        mutate(bad)
+        with pytest.raises(ValueError):
+            validate_entry(bad)
+            pytest.fail(what)
+
+
+def test_rendered_markdown(board):
+    entries = leaderboard.load_entries(board)
+    md = render_markdown(entries)
+    assert "### `paper`" in md and "### `smoke`" in md and "SMOKE TEST" in md
+    paper_section = md.split("### `paper`")[1].split("###")[0]
+    rows = [line for line in paper_section.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 2
+    header = paper_section.split("\n| ")[1]
+    assert "pgd (n=6)" in header and "worst case (n=6)" in header and "paper (reported PGD)" in header
+    ours = next(r for r in rows if "`lwta_ibp_softmax`" in r)
+    assert "paper 93.5" in ours and "paper 99.2" in ours and "93.50 (Table 2, Softmax (U=2))" in ours
+    relu = next(r for r in rows if "`relu_softmax`" in r)
+    assert "paper 8.2" in relu  # Table 4, Softmax Baseline: PGD .082
+    worst = {e["model"]: e["worst_case"]["mean"] for e in entries if e["protocol"]["name"] == "paper"}
+    expected = sorted(worst, key=lambda m: (-worst[m], m))
+    assert [next(m for m in worst if f"`{m}`" in r) for r in rows] == expected  # by robust accuracy
+    assert "Tables 6 and 7" in md  # the notes on the paper's numbers
+
+
+def test_sorting(board):
+    entries = leaderboard.load_entries(board)
+    assert [e["model"] for e in sort_entries(entries, "model")] == ["lwta_ibp_softmax", "lwta_ibp_softmax",
+                                                                     "relu_softmax"]
+    robust = [e["worst_case"]["mean"] for e in sort_entries(entries, "robust")]
+    assert robust == sorted(robust, reverse=True)
+    clean = [e["attacks"]["clean"]["mean"] for e in sort_entries(entries, "clean")]
+    assert clean == sorted(clean, reverse=True)
+    by_fgsm = sort_entries(entries, "fgsm")
+    assert by_fgsm[-1]["protocol"]["name"] == "paper"  # entries without the attack come last
+
+
+def test_rendered_html(board):
+    page = render_html(leaderboard.load_entries(board))
+    assert page.startswith("<!DOCTYPE html>") and page.count("<table class=\"lb\">") == 2
+    assert "data-v=" in page and "<script>" in page and "addEventListener('click'" in page
+    assert "`" not in page.split("<script>")[0] and "<td>lwta_ibp_softmax</td>" in page
+
+
+def test_write_leaderboard_and_errors(board, tmp_path):
+    md, page = write_leaderboard(board)
+    assert md == board / "README.md" and page == board / "index.html"
+    assert "Do not edit by hand" in md.read_text() and "lwta_ibp_softmax" in page.read_text()
+    with pytest.raises(ValueError, match="unknown sort key 'nope'"):
+        write_leaderboard(board, sort="nope")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_leaderboard(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    md, _ = write_leaderboard(empty)
+    assert "No entries yet" in md.read_text()
+    broken = tmp_path / "broken" / "mnist" / "Linf"
+    broken.mkdir(parents=True)
+    (broken / "relu_softmax__paper.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"relu_softmax__paper\.json: leaderboard entry invalid"):
+        write_leaderboard(tmp_path / "broken")
