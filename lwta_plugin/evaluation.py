@@ -32,7 +32,6 @@ missing data fails at once rather than after hours of work on the other models.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -53,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import __version__
-from .io import atomic_write_json, dumps_json, sha256_file
+from .io import atomic_write_json, directory_lock, dumps_json, sha256_file
 from .leaderboard import (
     FORMAT,
     PAPER_AUTHORS,
@@ -618,12 +617,12 @@ def finalize_entry(entry: dict) -> None:
 # combining protocols
 
 COMBINE_INTO = "adaptive"
-COMBINE_FROM = ("paper", "autoattack-rand")
+COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
 
 
 def combine_protocols(entry: dict, siblings: Iterable[dict]) -> bool:
     """Set ``worst_case_all_protocols`` of an ``adaptive`` entry from sibling entries of the same model and data
-    (``paper``, ``autoattack-rand``) with the same number of passes; returns whether the entry changed."""
+    (``paper``, ``paper-concrete``, ``autoattack-rand``) with the same number of passes; returns whether the entry changed."""
     if entry["protocol"]["name"] != COMBINE_INTO:
         return False
     before = dumps_json(entry)
@@ -687,24 +686,6 @@ def canonical_command(model: str, dataset: str, threat_model: str, protocol: str
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
     return shlex.join(args)
-
-
-@contextlib.contextmanager
-def _locked(directory: Path):
-    """An exclusive flock on ``directory`` (POSIX; no lock file): serialises state checks and entry assembly of
-    shards running at the same time."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: concurrent shards are not supported there
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _assemble(run: Run, log: Callable[[str], None]) -> Path:
@@ -790,7 +771,7 @@ def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str 
             status = {"model": name, "protocol": proto.name, "path": str(run.path)}
             lock_dir = run.path.parent
             if merge:
-                with _locked(lock_dir):
+                with directory_lock(lock_dir):
                     if not run.state_dir.is_dir():
                         if run.up_to_date():
                             log(f"{run.path}: up to date (nothing to merge)")
@@ -803,14 +784,14 @@ def evaluate(models: str | Sequence[str], dataset: str = "mnist", protocol: str 
                     _assemble(run, log)
                 statuses.append({**status, "status": "written", "missing": 0})
                 continue
-            with _locked(lock_dir):
+            with directory_lock(lock_dir):
                 if resume and run.up_to_date() and not run.state_dir.exists():
                     log(f"{run.path}: up to date")
                     statuses.append({**status, "status": "up-to-date", "missing": 0})
                     continue
                 run.prepare_state(resume)
             run.execute(shard, on_batch, progress)
-            with _locked(lock_dir):
+            with directory_lock(lock_dir):
                 if not run.state_dir.is_dir():  # another shard finished last and assembled the entry
                     if not run.up_to_date():
                         raise EvaluationError(f"{run.state_dir} disappeared while this process was using it, and "
@@ -914,7 +895,7 @@ def _config_models(run: dict, dataset: str) -> list[str]:
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``lwta evaluate``: see :func:`evaluate` and the module docstring."""
     p = subparsers.add_parser("evaluate", help="evaluate models with a protocol and write leaderboard entries",
-                              description="Evaluate models with an attack protocol (paper, adaptive, autoattack-rand, "
+                              description="Evaluate models with an attack protocol (paper, paper-concrete, adaptive, autoattack-rand, "
                                           "smoke); resumable (rerun the same command after an interruption) and "
                                           "shardable (--shard i/N, then the last shard or --merge assembles). "
                                           "Writes leaderboard/<dataset>/<threat model>/<model>__<protocol>.json.")

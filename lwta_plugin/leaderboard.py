@@ -280,7 +280,7 @@ def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict
 
 _ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_margin", "apgd_rand", "transfer",
                  "bpda")
-_PROTOCOL_ORDER = ("paper", "adaptive", "autoattack-rand", "smoke")
+_PROTOCOL_ORDER = ("paper", "paper-concrete", "adaptive", "autoattack-rand", "smoke")
 PAPER_COLUMN_OF = {"clean": "Benign", "pgd": "PGD", "cw": "CW", "bsa": "BSA", "random": "Rand"}
 SORT_KEYS = ("robust", "clean", "model")
 
@@ -365,7 +365,7 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
             if n_of.get(key) is None:
                 text += f" (n={r['n_examples']})"
             col = PAPER_COLUMN_OF.get(key)
-            if paper is not None and col is not None and e["protocol"]["name"] == "paper":
+            if paper is not None and col is not None and e["protocol"]["name"] in ("paper", "paper-concrete"):
                 text += f" · paper {paper_percent(paper['values'][col])}"
             return _Cell(text, r["mean"])
 

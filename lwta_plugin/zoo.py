@@ -103,7 +103,7 @@ from typing import Any
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from .io import atomic_write, atomic_write_json, sha256_file
+from .io import atomic_write, atomic_write_json, directory_lock, sha256_file
 from .models import ARCH_DATASETS, LWTANet, create_model, list_models
 from .validation import enable_input_validation
 
@@ -201,23 +201,6 @@ def available_models(dataset: str | None = None, store: str | os.PathLike | None
     entries = read_manifest(store)["models"].values()
     return sorted((e for e in entries if dataset is None or e["dataset"] == dataset),
                   key=lambda e: (e["dataset"], e["name"]))
-
-
-@contextlib.contextmanager
-def _manifest_lock(store: Path) -> Iterator[None]:
-    """Serialise shipping into one store (an exclusive flock on the store directory itself: no lock file)."""
-    store.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no concurrent shipping there
-        yield
-        return
-    fd = os.open(store, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -415,7 +398,7 @@ def register_checkpoint(path: str | os.PathLike, name: str | None = None, datase
     store = Path(store or weights_dir())
     rel = f"{dataset}/{name}.pt"
     dest = store / rel
-    with _manifest_lock(store):
+    with directory_lock(store):
         if not (dest.is_file() and sha256_file(dest) == sha):
             atomic_write(dest, lambda f: f.write(data))
         if sha256_file(dest) != sha:

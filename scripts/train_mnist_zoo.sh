@@ -2,7 +2,9 @@
 # Train the shipped MNIST models (the exact commands behind lwta_plugin/weights/manifest.json).
 # Each run: ELBO training, Adam (weights lr 1e-3, IBP lr 1e-2, polynomial decay), batch 200, Gaussian input noise 0.3,
 # validation = last 5,000 training images, seed 0; the best-on-validation epoch is kept. Resumable: rerunning
-# continues an interrupted model and skips finished ones. Ship with `python scripts/ship_model.py runs/mnist/<name>.pt`.
+# continues an interrupted model and skips finished ones. One torch thread per run, so that an evaluation can use
+# the other core (the shipped lwta_ibp_softmax was trained with 2 threads before the queue got this flag).
+# Ship with `python scripts/ship_model.py runs/mnist/<name>.pt --card`.
 # Usage: scripts/train_mnist_zoo.sh [name ...]   (default: all, in priority order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ mkdir -p runs/mnist runs/logs
 for name in "${ORDER[@]}"; do
   out=runs/mnist/$name.pt
   if [ -f "$out" ]; then echo "skip $name (exists)"; continue; fi
-  lwta train --model "$name" --dataset mnist --epochs "${EPOCHS[$name]}" --seed 0 --out "$out" \
-    > "runs/logs/$name.log" 2>&1 || echo "FAILED $name (see runs/logs/$name.log)"
+  lwta train --model "$name" --dataset mnist --epochs "${EPOCHS[$name]}" --seed 0 --out "$out" --threads 1 \
+    >> "runs/logs/$name.log" 2>&1 || echo "FAILED $name (see runs/logs/$name.log)"
   tail -n 1 "runs/logs/$name.log"
 done
