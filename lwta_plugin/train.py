@@ -37,6 +37,7 @@ class TrainConfig:
     val_size: int = 5000
     seed: int = 0
     limit: int | None = None  # use only the first `limit` training images (smoke tests)
+    test_limit: int | None = None  # report test accuracy on the first `test_limit` test images (default: all)
     eval_samples: int = 5
     threads: int | None = None
     data_root: str | None = None
@@ -74,7 +75,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
         raise ValueError(f"val_size must be between 1 and {len(x) - 1}, got {cfg.val_size}")
     # Validation = the last val_size training images (for MNIST: part of the official 10k validation split).
     xtr, ytr, xval, yval = x[:-cfg.val_size], y[:-cfg.val_size], x[-cfg.val_size:], y[-cfg.val_size:]
-    xte, yte = load_tensors(cfg.dataset, "test", root=cfg.data_root)
+    xte, yte = load_tensors(cfg.dataset, "test", root=cfg.data_root, limit=cfg.test_limit)
     n_train = len(xtr)
     noise = NOISE_STD.get(cfg.dataset, 0.0) if cfg.noise_std is None else cfg.noise_std
 

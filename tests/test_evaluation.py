@@ -487,3 +487,20 @@ if __name__ == "__main__":
     _out, _ckpt, _stop, _shard = sys.argv[1:5]
     _driver(_out, _ckpt, int(_stop) or None, None if _shard == "-" else _shard)
     sys.exit(0)
+
+
+def test_other_seeds_agree_within_the_reported_intervals(tmp_path, ckpt, reference, fake_attacks):
+    """Same seed: byte-identical (see above). Other seeds: other random draws, numbers inside the intervals."""
+    ref = json.loads(reference)
+    for seed in (1, 2):
+        out = tmp_path / f"seed{seed}"
+        _evaluate(out, ckpt, seed=seed)
+        other = json.loads(entry_file(out).read_text())
+        assert other["seed"] == seed
+        differs = False
+        for key, r in ref["attacks"].items():
+            o = other["attacks"][key]
+            differs |= o["per_example_correct"] != r["per_example_correct"]
+            # the two 95 % intervals overlap (they cover image choice and model randomness; only the latter differs)
+            assert o["ci_low"] <= r["ci_high"] and r["ci_low"] <= o["ci_high"], (key, r, o)
+        assert differs, "a different seed must change the random draws"

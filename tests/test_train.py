@@ -1,0 +1,112 @@
+"""Training: reproducible from the seed, resumable to the same result, validation-based selection, FGSM mode.
+
+Runs on a tiny MNIST-format data set written to a torchvision-style root, so it needs no installed data.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lwta_plugin import data
+from lwta_plugin import train as train_module
+from lwta_plugin.checkpoint import read_checkpoint
+from lwta_plugin.train import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+def _idx(path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A learnable toy problem in MNIST's format: the class is the row of a bright horizontal bar."""
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 500), ("t10k", 60)):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(y):
+            x[i, 2 + 2 * c: 4 + 2 * c, 4:24] = 255
+        _idx(raw / f"{prefix}-images-idx3-ubyte.gz", x)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _no_cache():
+    data._load_uint8.cache_clear()
+
+
+def _cfg(root, **kw) -> TrainConfig:
+    base = {"model": "lwta_ibp_softmax", "epochs": 2, "batch_size": 100, "val_size": 100, "data_root": str(root),
+                "test_limit": 60, "eval_samples": 2, "seed": 3}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_same_seed_same_weights_and_selection_on_validation(tmp_path, root):
+    m1 = train(_cfg(root), tmp_path / "a.pt", progress=False)
+    m2 = train(_cfg(root), tmp_path / "b.pt", progress=False)
+    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
+    assert a["state_sha256"] == b["state_sha256"]
+    timeless = ("sha256", "epoch_seconds")  # the file hash includes the recorded timings
+    assert {k: v for k, v in m1.items() if k not in timeless} == {k: v for k, v in m2.items() if k not in timeless}
+    history = a["meta"]["history"]
+    assert len(history) == 2 and a["meta"]["n_train"] == 400 and a["meta"]["n_val"] == 100
+    best = max(history, key=lambda h: h["val_acc"])  # first epoch wins ties
+    assert a["meta"]["epoch"] == best["epoch"] and m1["val_acc"] == best["val_acc"]
+    assert m1["n_test"] == 60 and 0.0 <= m1["test_acc_2samples"] <= 1.0
+    c = train(_cfg(root, seed=4), tmp_path / "c.pt", progress=False)
+    assert read_checkpoint(tmp_path / "c.pt")["state_sha256"] != a["state_sha256"], c
+    # no leftovers: only the final checkpoint remains
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkeypatch):
+    train(_cfg(root), tmp_path / "full.pt", progress=False)
+    real_save = train_module.save_checkpoint
+    calls = []
+
+    def crash_after_epoch_one(path, *args, **kwargs):
+        sha = real_save(path, *args, **kwargs)
+        calls.append(str(path))
+        if str(path).endswith(".last.pt"):
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+        return sha
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(root), tmp_path / "resumed.pt", progress=False)
+    assert (tmp_path / "resumed.last.pt").is_file() and not (tmp_path / "resumed.pt").exists()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(_cfg(root), tmp_path / "resumed.pt", progress=False)
+    full, resumed = read_checkpoint(tmp_path / "full.pt"), read_checkpoint(tmp_path / "resumed.pt")
+    assert resumed["state_sha256"] == full["state_sha256"]
+    assert [h["val_acc"] for h in resumed["meta"]["history"]] == [h["val_acc"] for h in full["meta"]["history"]]
+
+
+def test_fgsm_adversarial_training_mode(tmp_path, root):
+    m = train(_cfg(root, epochs=1, fgsm_eps=0.3, model="relu_softmax"), tmp_path / "adv.pt", progress=False)
+    meta = read_checkpoint(tmp_path / "adv.pt")["meta"]
+    assert meta["train_config"]["fgsm_eps"] == 0.3 and meta["name"] == "relu_softmax"
+    assert 0.0 <= m["test_acc_1pass"] <= 1.0
+
+
+def test_learns_the_toy_problem(tmp_path, root):
+    m = train(_cfg(root, epochs=3, model="relu_softmax", noise_std=0.0), tmp_path / "r.pt", progress=False)
+    assert m["val_acc"] > 0.5, m  # 10 classes: chance is 0.1
+
+
+def test_bad_configs(tmp_path, root):
+    with pytest.raises(ValueError, match="val_size must be between"):
+        train(_cfg(root, val_size=10_000), tmp_path / "x.pt", progress=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        train(_cfg(root, model="lwta_ibp_resnet"), tmp_path / "x.pt", progress=False)
