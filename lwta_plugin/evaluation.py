@@ -1001,4 +1001,32 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     for s in statuses:
         print(f"{s['status']:>11}  {s['model']} / {s['protocol']}: {s['path']}"
               + (f" ({s['missing']} batches missing)" if s["missing"] else ""))
+    done = [json.loads(Path(s["path"]).read_text(encoding="utf-8")) for s in statuses if s["status"] != "incomplete"]
+    if done:
+        print(summary_table(done))
     return 0 if not incomplete or args.shard else 1
+
+
+def summary_table(entries: Sequence[dict]) -> str:
+    """Plain-text table of finished entries: one row per model and attack, one column per protocol (accuracy % and
+    95 % interval, images used), then the worst case and whether the entry is flagged unreliable."""
+    protos = list(dict.fromkeys(e["protocol"]["name"] for e in entries))
+    by = {(e["model"], e["protocol"]["name"]): e for e in entries}
+    rows = [["model", "attack", *protos]]
+    for model in dict.fromkeys(e["model"] for e in entries):
+        keys = list(dict.fromkeys(k for p in protos if (model, p) in by for k in by[(model, p)]["attacks"]))
+        for key in [*keys, "worst case", "unreliable"]:
+            cells = []
+            for p in protos:
+                e = by.get((model, p))
+                if e is None:
+                    cells.append("")
+                elif key == "unreliable":
+                    cells.append(", ".join(i["name"] for i in e["indicators"] if i["fired"]) or "no")
+                else:
+                    r = e["worst_case"] if key == "worst case" else e["attacks"].get(key)
+                    cells.append("" if r is None else f"{100 * r['mean']:.1f} [{100 * r['ci_low']:.1f}, "
+                                 f"{100 * r['ci_high']:.1f}] n={r['n_examples']}")
+            rows.append([model, key, *cells])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

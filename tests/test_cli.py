@@ -162,6 +162,12 @@ def test_evaluate_shards_merge_and_leaderboard(capsys, tmp_path, ckpt):
     assert rc == 0 and "written" in stdout
     path = Path(out, "mnist", "Linf", f"{NAME}__smoke.json")
     entry = json.loads(path.read_text())
+    table = stdout.splitlines()
+    head = table.index(next(line for line in table if line.split() == ["model", "attack", "smoke"]))
+    assert len(table) - head == 1 + len(entry["attacks"]) + 2  # header, one row per attack, worst case, flags
+    pgd = next(line for line in table if line.split()[1:2] == ["pgd"])
+    assert f"{100 * entry['attacks']['pgd']['mean']:.1f} [" in pgd and "n=4" in pgd
+    assert table[-1].split()[:2] == [NAME, "unreliable"]
     assert entry["command"] == (f"lwta evaluate --model {NAME} --dataset mnist --protocol smoke --seed 0 "
                                 f"--n-examples 4 --batch-size 2 --passes 1 --checkpoint {ckpt}")
     assert entry["data"]["source"] == "lwta_plugin.data:mnist" and entry["data"]["first_n"] == 4
