@@ -278,8 +278,8 @@ def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict
 # ---------------------------------------------------------------------------------------------------------------
 # rendering
 
-_ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_margin", "apgd_rand", "transfer",
-                 "bpda")
+_ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_2x", "eot_pgd_margin", "apgd_rand",
+                 "transfer", "bpda")
 _PROTOCOL_ORDER = ("paper", "paper-concrete", "adaptive", "autoattack-rand", "smoke")
 PAPER_COLUMN_OF = {"clean": "Benign", "pgd": "PGD", "cw": "CW", "bsa": "BSA", "random": "Rand"}
 SORT_KEYS = ("robust", "clean", "model")

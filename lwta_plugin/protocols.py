@@ -26,7 +26,8 @@ Protocols
     Gumbel-softmax winners and binary-concrete z at temperature 0.01). The gap to ``paper`` is the gradient
     masking contributed by that sampler.
 ``adaptive``
-    Attacks built for random models: EOT-PGD (20 samples, CE), EOT-PGD with a margin loss on the raw codeword
+    Attacks built for random models: EOT-PGD (20 samples, CE; and with twice the steps and samples on fewer images,
+    as the convergence check), EOT-PGD with a margin loss on the raw codeword
     correlations (Tramer et al. 2020 section 5.6), APGD-CE + APGD-DLR with EOT 20 (AutoAttack ``rand``), transfer
     from the deterministic (expected-value) surrogate, BPDA (straight-through winner gradients), plus FGSM and
     uniform noise as sanity checks for the attack-failure indicators. Reported per example: the worst case over
@@ -162,6 +163,10 @@ def _adaptive(dataset: str) -> list[AttackSpec]:
                    description="uniform noise in the eps-ball (sanity check: must be weaker than gradient attacks)"),
         AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(eot, eot_samples=20, loss="ce"), eot_samples=20,
                    description="PGD on the EOT (20-sample) expected cross-entropy of the decoded logits"),
+        AttackSpec("eot_pgd_2x", "adversarial", "eot_pgd", dict(eot, steps=200, eot_samples=40, loss="ce"),
+                   n_examples=ITERATIVE // 5, eot_samples=40,
+                   description="EOT-PGD with twice the steps and EOT samples, on the first images of eot_pgd: the "
+                               "convergence check (attack_not_converged fires if it is significantly stronger)"),
         AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(eot, eot_samples=20), eot_samples=20,
                    description="EOT-PGD with a margin loss on the raw (pre-activation, pre-log-ReLU) codeword "
                                "correlations (Tramer et al. 2020, section 5.6)"),
@@ -196,6 +201,8 @@ def _smoke(dataset: str) -> list[AttackSpec]:
                    description="uniform noise in the eps-ball"),
         AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(tiny, eot_samples=2, loss="ce"), eot_samples=2, **small,
                    description=tag + "EOT-PGD, cross-entropy"),
+        AttackSpec("eot_pgd_2x", "adversarial", "eot_pgd", dict(tiny, steps=4, eot_samples=4, loss="ce"),
+                   eot_samples=4, **small, description=tag + "EOT-PGD with twice the budget (convergence check)"),
         AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(tiny, eot_samples=2), eot_samples=2,
                    **small, description=tag + "EOT-PGD, margin loss on the raw codeword correlations"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 2, "eot_iter": 2, "n_restarts": 1},

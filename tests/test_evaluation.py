@@ -37,10 +37,12 @@ from lwta_plugin.evaluation import (
 from lwta_plugin.io import sha256_file
 from lwta_plugin.leaderboard import decode_counts, encode_counts, validate_entry
 from lwta_plugin.models import create_model
+from lwta_plugin.protocols import get_protocol
 
 torch.set_num_threads(1)
 NAME = "lwta_ibp_softmax"
 N_IMAGES = 8
+TASKS = 2 * len(get_protocol("smoke").attacks)  # _evaluate: 6 images in batches of 3 for every attack
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,8 +201,8 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt, fake_attacks):
     assert entry["checkpoint"]["sha256"] == sha256_file(ckpt) and entry["checkpoint"]["source"] == "explicit"
     assert isinstance(entry["indicators"], list)
     attacks = entry["attacks"]
-    assert set(attacks) == {"clean", "pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_margin",
-                            "apgd_rand", "transfer", "bpda"}
+    assert set(attacks) == {"clean", "pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_2x",
+                            "eot_pgd_margin", "apgd_rand", "transfer", "bpda"}
     for r in attacks.values():
         assert r["n_examples"] == 6 and r["passes"] == 2 and r["samples"] == 5 and r["batch_size"] == 3
         assert len(r["per_example_correct"]) == 6
@@ -263,7 +265,7 @@ def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, f
     assert len(list(state.glob("*/*.json"))) == k  # every finished batch was kept
     rerun = stop_after(10**6)
     assert _evaluate(tmp_path, ckpt, on_batch=rerun)[0]["status"] == "written"
-    assert len(rerun.calls) == 24 - k  # 12 attacks x 2 batches; finished ones are not redone
+    assert len(rerun.calls) == TASKS - k  # finished batches are not redone
     assert entry_file(tmp_path).read_bytes() == reference
     assert not state.exists()
 
@@ -282,7 +284,8 @@ def test_resume_refuses_another_configuration(tmp_path, ckpt, reference, fake_at
 def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference, fake_attacks):
     statuses = [_evaluate(tmp_path, ckpt, shard=f"{i}/3")[0] for i in range(3)]
     assert [s["status"] for s in statuses] == ["incomplete", "incomplete", "written"]
-    assert statuses[0]["missing"] == 16 and statuses[1]["missing"] == 8
+    assert statuses[0]["missing"] == TASKS - len(range(0, TASKS, 3))
+    assert statuses[1]["missing"] == TASKS - len(range(0, TASKS, 3)) - len(range(1, TASKS, 3))
     assert entry_file(tmp_path).read_bytes() == reference
     assert _evaluate(tmp_path, ckpt, shard="1/3")[0]["status"] == "up-to-date"
 
@@ -291,7 +294,7 @@ def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference, fake_attac
     a, b = tmp_path / "a", tmp_path / "b"
     assert _evaluate(a, ckpt, shard=(0, 2))[0]["status"] == "incomplete"
     assert _evaluate(b, ckpt, shard=(1, 2))[0]["status"] == "incomplete"
-    with pytest.raises(IncompleteRunError, match="12 of 24 batches"):
+    with pytest.raises(IncompleteRunError, match=f"{TASKS // 2} of {TASKS} batches"):
         _evaluate(a, ckpt, merge=True)
     state = f"mnist/Linf/.{NAME}__smoke.partial"
     shutil.copytree(b / state, a / state, dirs_exist_ok=True)  # "copy the state directories together"
