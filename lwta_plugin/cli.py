@@ -10,8 +10,8 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, ibp_lr=args.ibp_lr, fgsm_eps=args.fgsm_eps, val_size=args.val_size,
-                      seed=args.seed, limit=args.limit, test_limit=args.test_limit, threads=args.threads,
-                      data_root=args.data_root, noise_std=args.noise_std,
+                      seed=args.seed, limit=args.limit, test_limit=args.test_limit, init_from=args.init_from,
+                      threads=args.threads, data_root=args.data_root, noise_std=args.noise_std,
                       extra={"command": "lwta train " + " ".join(sys.argv[2:] if args.argv is None else args.argv)})
     out = args.out or f"runs/{args.model}_{args.dataset}{'_fgsm' if args.fgsm_eps else ''}_s{args.seed}.pt"
     metrics = train(cfg, out, progress=not args.no_progress)
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     t.add_argument("--test-limit", type=int, default=None, help="report test accuracy on the first N test images")
+    t.add_argument("--init-from", default=None,
+                   help="continue training from this final checkpoint (same model; recorded as the parent)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", default=None, help="checkpoint path (default runs/<model>_<dataset>_s<seed>.pt)")

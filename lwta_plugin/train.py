@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_tensors
+from .io import sha256_file
 from .models import LWTANet, create_model
 
 NOISE_STD = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 0.032}
@@ -38,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None  # use only the first `limit` training images (smoke tests)
     test_limit: int | None = None  # report test accuracy on the first `test_limit` test images (default: all)
+    init_from: str | None = None  # continue training the weights of this final checkpoint (same architecture)
     eval_samples: int = 5
     threads: int | None = None
     data_root: str | None = None
@@ -80,6 +82,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
     noise = NOISE_STD.get(cfg.dataset, 0.0) if cfg.noise_std is None else cfg.noise_std
 
     model = create_model(cfg.model, cfg.dataset)
+    parent = None
+    if cfg.init_from:
+        init, init_meta = load_checkpoint(cfg.init_from, expected_name=cfg.model, expected_dataset=cfg.dataset)
+        model.load_state_dict(init.state_dict())
+        parent = {"file": str(cfg.init_from), "sha256": sha256_file(cfg.init_from),
+                  "train_config": init_meta.get("train_config"), "metrics": init_meta.get("metrics"),
+                  "history": init_meta.get("history")}
     ibp_params = list(model.ibp_parameters())
     opt_w = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr)
     opt_ibp = torch.optim.Adam(ibp_params, lr=cfg.ibp_lr) if ibp_params else None
@@ -163,6 +172,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
     meta = {"name": cfg.model, "dataset": cfg.dataset, "epoch": best["epoch"], "metrics": metrics,
             "train_config": asdict(cfg), "history": history, "plugin_version": __version__,
             "torch": str(torch.__version__), "n_train": n_train, "n_val": len(xval)}
+    if parent is not None:
+        meta["parent"] = parent  # the checkpoint this run continued (its own command, epochs and metrics)
     sha = save_checkpoint(out, model, meta)
     out.with_suffix(".best.pt").unlink(missing_ok=True)
     last.unlink(missing_ok=True)

@@ -356,7 +356,16 @@ def _training_record(meta: dict) -> dict:
             "best_epoch": metrics.get("best_epoch", meta.get("epoch")), "seed": tc.get("seed"),
             "fgsm_eps": tc.get("fgsm_eps"), "noise_std": tc.get("noise_std"), "batch_size": tc.get("batch_size"),
             "lr": tc.get("lr"), "ibp_lr": tc.get("ibp_lr"), "n_train": meta.get("n_train"),
-            "n_val": meta.get("n_val")}
+            "n_val": meta.get("n_val"), **_parent_record(meta.get("parent"))}
+
+
+def _parent_record(parent: dict | None) -> dict:
+    """For a run that continued another checkpoint (``lwta train --init-from``): that run's command and epochs."""
+    if not parent:
+        return {}
+    tc = parent.get("train_config") or {}
+    return {"continued_from": {"sha256": parent.get("sha256"), "command": (tc.get("extra") or {}).get("command"),
+                               "epochs": tc.get("epochs"), "seed": tc.get("seed")}}
 
 
 def register_checkpoint(path: str | os.PathLike, name: str | None = None, dataset: str | None = None,

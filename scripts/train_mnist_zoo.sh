@@ -8,15 +8,13 @@
 # Usage: scripts/train_mnist_zoo.sh [name ...]   (default: all, in priority order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Epochs are what 2 CPU cores allow in one session (the paper trains 100): the two headline models get 5, the
-# rest 2 (the ensembles, 4x slower per epoch, 2 as well).
-declare -A EPOCHS=(
-  [lwta_ibp_softmax]=5 [lwta_ibp_tanh16]=5
-  [relu_softmax]=2 [lwta_softmax]=2 [lwta_ibp_logistic]=2 [lwtamax_softmax]=2 [lwtamax_ibp_softmax]=2
-  [lwta_ibp_softmax_u4]=2 [lwta_softmax_u4]=2
-  [relu_tanh16]=2 [lwta_tanh16]=2 [relu_logistic]=2 [lwta_logistic]=2
-  [lwta_ibp_logisticens10]=2 [relu_logisticens10]=2 [lwta_logisticens10]=2
-)
+# Epochs are what 2 CPU cores allow in one session beside the evaluations (the paper trains 100): the two headline
+# models get 5, every other model 1. The manifest and each model card record the epochs and accuracies.
+declare -A EPOCHS=([lwta_ibp_softmax]=5 [lwta_ibp_tanh16]=5)
+# Continued training (lwta train --init-from): lwta_ibp_tanh16 reached 98.89 % (S = 5) after its 5 epochs, below the
+# 99 % its RobustBench entry promises, so its 5-epoch checkpoint (runs/mnist/base/) is trained 3 more epochs at a
+# lower learning rate. The shipped checkpoint records the parent's sha256, command and epochs.
+declare -A CONTINUE=([lwta_ibp_tanh16]="--epochs 3 --lr 3e-4 --ibp-lr 3e-3 --seed 1")
 ORDER=(lwta_ibp_softmax lwta_ibp_tanh16 relu_softmax lwta_softmax lwta_ibp_logistic lwta_ibp_logisticens10
        lwtamax_softmax lwtamax_ibp_softmax lwta_ibp_softmax_u4 relu_tanh16 lwta_tanh16 relu_logistic lwta_logistic
        relu_logisticens10 lwta_logisticens10 lwta_softmax_u4)
@@ -25,7 +23,16 @@ mkdir -p runs/mnist runs/logs
 for name in "${ORDER[@]}"; do
   out=runs/mnist/$name.pt
   if [ -f "$out" ]; then echo "skip $name (exists)"; continue; fi
-  lwta train --model "$name" --dataset mnist --epochs "${EPOCHS[$name]}" --seed 0 --out "$out" --threads 1 \
-    >> "runs/logs/$name.log" 2>&1 || echo "FAILED $name (see runs/logs/$name.log)"
+  first=$out
+  [ -n "${CONTINUE[$name]:-}" ] && first=runs/mnist/base/$name.pt && mkdir -p runs/mnist/base
+  if [ ! -f "$first" ]; then
+    lwta train --model "$name" --dataset mnist --epochs "${EPOCHS[$name]:-1}" --seed 0 --out "$first" --threads 1 \
+      >> "runs/logs/$name.log" 2>&1 || { echo "FAILED $name (see runs/logs/$name.log)"; continue; }
+  fi
+  if [ "$first" != "$out" ]; then
+    # shellcheck disable=SC2086  # the options are a word list
+    lwta train --model "$name" --dataset mnist ${CONTINUE[$name]} --init-from "$first" --out "$out" --threads 1 \
+      >> "runs/logs/${name}_continued.log" 2>&1 || echo "FAILED continuing $name"
+  fi
   tail -n 1 "runs/logs/$name.log"
 done

@@ -110,3 +110,18 @@ def test_bad_configs(tmp_path, root):
         train(_cfg(root, val_size=10_000), tmp_path / "x.pt", progress=False)
     with pytest.raises(ValueError, match="unknown model"):
         train(_cfg(root, model="lwta_ibp_resnet"), tmp_path / "x.pt", progress=False)
+
+
+def test_continue_training_from_a_checkpoint(tmp_path, root):
+    train(_cfg(root, epochs=1), tmp_path / "first.pt", progress=False)
+    m = train(_cfg(root, epochs=1, lr=3e-4, init_from=str(tmp_path / "first.pt")), tmp_path / "more.pt",
+              progress=False)
+    meta = read_checkpoint(tmp_path / "more.pt")["meta"]
+    first = read_checkpoint(tmp_path / "first.pt")
+    assert meta["parent"]["train_config"]["epochs"] == 1 and meta["parent"]["metrics"] == first["meta"]["metrics"]
+    from lwta_plugin.io import sha256_file
+
+    assert meta["parent"]["sha256"] == sha256_file(tmp_path / "first.pt") and 0.0 <= m["val_acc"] <= 1.0
+    with pytest.raises(ValueError, match="holds model 'lwta_ibp_softmax', not 'relu_softmax'"):
+        train(_cfg(root, model="relu_softmax", init_from=str(tmp_path / "first.pt")), tmp_path / "x.pt",
+              progress=False)
