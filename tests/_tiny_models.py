@@ -11,6 +11,18 @@ N_CLASSES = 4
 SHAPE = (1, 8, 8)
 
 
+def apgd_backend_available() -> bool:
+    """apgd_rand runs on pyautoattack or torchattacks; the core-only install (`tox -e minimal`) has neither."""
+    for name in ("pyautoattack", "torchattacks"):
+        try:
+            __import__(name)
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+
 def quadrant_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Separable 4-class problem on 1x8x8 images: class k = bright 4x4 quadrant k on a dim noisy background."""
     g = torch.Generator().manual_seed(seed)
