@@ -134,6 +134,11 @@ def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str
              "## Training", ""]
     if tr.get("command"):
         lines += ["```", tr["command"], "```", ""]
+    parent = tr.get("continued_from")
+    if parent:
+        intro = (f"It continued a checkpoint (sha256 `{parent.get('sha256')}`) trained for "
+                 f"{_na(parent.get('epochs'))} epochs (seed {_na(parent.get('seed'))}) by:")
+        lines += [intro, "", "```", str(parent.get("command")), "```", ""]
     fgsm = tr.get("fgsm_eps")
     lines += ["| | |", "|---|---|",
               f"| epochs | {_na(tr.get('epochs'))} (checkpoint: epoch {_na(tr.get('best_epoch'))}, best on validation) |",
