@@ -78,29 +78,75 @@ def _gumbel_like(h: torch.Tensor) -> torch.Tensor:
 
 
 def _logistic_like(h: torch.Tensor) -> torch.Tensor:
-    return torch.logit(torch.rand_like(h).clamp_(1e-6, 1 - 1e-6))
+    return torch.rand_like(h, memory_format=torch.contiguous_format).clamp_(1e-6, 1 - 1e-6).logit_()
+
+
+class _RelaxedLWTA2(torch.autograd.Function):
+    """U = 2 training competition and per-row winner KL with the backward pass written out (fewer temporaries and
+    passes over memory than the autograd graph of the same expressions; same values up to rounding).
+
+    With d = h0 - h1, s = sigmoid((d + L) / t) (L ~ Logistic, given as ``noise``), q = sigmoid(d):
+    out0 = h0 s, out1 = h1 - h1 s, kl_row = sum(q d - softplus(d)) over the row's blocks
+    (logsigmoid(-d) = -softplus(d)). Gradients: dh0 = g0 s + s(1 - s)/t (g0 h0 - g1 h1) + gkl q(1 - q) d,
+    dh1 = g1 (1 - s) - (the same two last terms).
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, noise: torch.Tensor, dim: int, temperature: float):
+        h0, h1 = h.unbind(dim)
+        d = h0 - h1
+        s = torch.add(d, noise).div_(temperature).sigmoid_()
+        out = torch.empty_like(h)
+        o0, o1 = out.unbind(dim)
+        torch.mul(h0, s, out=o0)
+        torch.addcmul(h1, h1, s, value=-1.0, out=o1)  # h1 - h1 s
+        q = torch.sigmoid(d)
+        neg_kl = torch.addcmul(F.softplus(d), q, d, value=-1.0)  # -(KL(q || U(2)) - log 2) = softplus(d) - q d
+        dkl = torch.addcmul(q, q, q, value=-1.0).mul_(d)  # d kl / d d = q (1 - q) d
+        ctx.save_for_backward(h, s, dkl)
+        ctx.dim, ctx.temperature = dim, temperature
+        return out, neg_kl.flatten(1).sum(1).neg_()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out: torch.Tensor, g_kl: torch.Tensor):
+        h, s, dkl = ctx.saved_tensors
+        h0, h1 = h.unbind(ctx.dim)
+        g0, g1 = g_out.unbind(ctx.dim)
+        common = torch.mul(g0, h0).addcmul_(g1, h1, value=-1.0)
+        common.mul_(torch.addcmul(s, s, s, value=-1.0)).div_(ctx.temperature)
+        common.addcmul_(dkl, g_kl.view(-1, *([1] * (dkl.dim() - 1))))
+        grad = torch.empty_like(h)
+        r0, r1 = grad.unbind(ctx.dim)
+        torch.mul(g0, s, out=r0).add_(common)
+        torch.addcmul(g1, g1, s, value=-1.0, out=r1).sub_(common)
+        return grad, None, None, None
 
 
 def relaxed_lwta_with_kl(h: torch.Tensor, dim: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-time competition (Gumbel-softmax relaxation) and the batch-mean winner KL, sharing work."""
     if h.shape[dim] != 2:
         return lwta(h, dim, "relaxed", temperature), categorical_kl_to_uniform(h, dim).mean()
-    h0, h1 = h.unbind(dim)
-    d = h0 - h1
-    xi0 = torch.sigmoid((d + _logistic_like(d)) / temperature)
-    out = torch.stack((h0 * xi0, h1 - h1 * xi0), dim)
+    # softmax((h + G) / t) over two units == sigmoid((h0 - h1 + L) / t), L ~ Logistic.
     # KL(q || U(2)) = q0 log q0 + q1 log q1 + log 2 = logsigmoid(-d) + q0 d + log 2
-    kl = F.logsigmoid(-d) + torch.sigmoid(d) * d
-    return out, kl.flatten(1).sum(1).mean() + math.log(2.0) * d[0].numel()
+    noise = _logistic_like(h.select(dim, 0))
+    out, kl_rows = _RelaxedLWTA2.apply(h, noise, dim, temperature)
+    return out, kl_rows.mean() + math.log(2.0) * noise[0].numel()
+
+
+def _sample_winner0(h: torch.Tensor, dim: int) -> torch.Tensor:
+    """For U = 2: 1.0 where unit 0 wins (probability sigmoid(h0 - h1)), else 0.0; one uniform per block.
+    The comparison is done in place into the float uniforms: no bool temporaries, no bool->float copy."""
+    h0, h1 = h.unbind(dim)
+    p0 = torch.sigmoid(h0 - h1)
+    return torch.rand_like(p0).lt_(p0)
 
 
 def sample_winner_mask(h: torch.Tensor, dim: int) -> torch.Tensor:
     """One-hot mask of a winner drawn exactly from Categorical(softmax(h)) along ``dim``."""
     if h.shape[dim] == 2:
-        # Two units: unit 0 wins with probability sigmoid(h0 - h1); one uniform per block.
-        h0, h1 = h.unbind(dim)
-        win0 = torch.rand_like(h0) < torch.sigmoid(h0 - h1)
-        return torch.stack((win0, ~win0), dim).to(h.dtype)
+        win0 = _sample_winner0(h, dim)
+        return torch.stack((win0, 1 - win0), dim)
     idx = (h.detach() + _gumbel_like(h)).argmax(dim, keepdim=True)
     return torch.zeros_like(h).scatter_(dim, idx, 1.0)
 
@@ -120,7 +166,9 @@ def lwta(h: torch.Tensor, dim: int, mode: str, temperature: float, straight_thro
         xi = torch.softmax((h + _gumbel_like(h)) / temperature, dim)
     elif mode == "sample":
         xi = sample_winner_mask(h.detach(), dim)
-        if straight_through and h.requires_grad:
+        if not h.requires_grad:  # no autograd (inference): multiply into the fresh mask, saving a temporary
+            return xi.mul_(h)
+        if straight_through:
             p = torch.softmax(h, dim)
             xi = xi + p - p.detach()
     elif mode == "argmax":
@@ -324,26 +372,36 @@ class StochasticConv2d(_StochasticLayer):
         nn.init.xavier_normal_(self.weight)
         self.bn = nn.BatchNorm2d(out_channels) if batchnorm else None
 
-    def forward(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        ph, pw = same_padding(x.shape[2], self.kernel_size, self.stride), same_padding(
-            x.shape[3], self.kernel_size, self.stride)
-        if ph[0] != ph[1] or pw[0] != pw[1]:
-            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
-            pad = 0
-        else:
-            pad = (ph[0], pw[0])
+    def _same(self, x: torch.Tensor) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """TF 'SAME' padding without copying ``x``: an asymmetric pad (p, p + 1) of an axis equals the symmetric
+        conv padding p + 1 with one leading zero row (column) added to the kernel. Returns the kernel's F.pad
+        widths and the symmetric conv padding."""
+        ph = same_padding(x.shape[2], self.kernel_size, self.stride)
+        pw = same_padding(x.shape[3], self.kernel_size, self.stride)
+        return (pw[1] - pw[0], 0, ph[1] - ph[0], 0), (ph[1], pw[1])
+
+    def forward(self, x: torch.Tensor, n: int = 1, shared: bool = False) -> torch.Tensor:
+        """``x``: ``n * B`` rows in sample-major order, or with ``shared=True`` the ``B`` rows common to all ``n``
+        sample groups (an input not yet repeated): the convolution is then computed once and only the utility
+        mask, bias and winners are drawn per group, the same as a pass over ``x`` repeated ``n`` times."""
+        wpad, pad = self._same(x)
         z = self._z(n)
+        w = self.weight
+        if z is not None and z.shape[0] == 1:  # one draw for the whole batch: masking the small weight is cheapest
+            w = w * z[0].repeat_interleave(self.U)[:, None, None, None]
+            z = None
+        if any(wpad):
+            w = F.pad(w, wpad)
         if z is None:
-            h = F.conv2d(x, self.weight, self.bias, self.stride, pad)
-        elif z.shape[0] == 1:  # one draw for the whole batch: masking the small weight tensor is cheapest
-            w = self.weight * z[0].repeat_interleave(self.U)[:, None, None, None]
             h = F.conv2d(x, w, self.bias, self.stride, pad)
+            if shared and n > 1:
+                h = h.repeat(n, 1, 1, 1)
         else:
             # (z_k W_k) * x + b == z_k (W_k * x) + b: mask output channels instead of n copies of the weights.
-            h = F.conv2d(x, self.weight, None, self.stride, pad)
-            zc = z.repeat_interleave(self.U, dim=1)  # [g, C]
-            g = zc.shape[0]
-            h = h.view(g, -1, *h.shape[1:]) * zc[:, None, :, None, None] + self.bias[:, None, None]
+            h = F.conv2d(x, w, None, self.stride, pad)
+            zc = z.repeat_interleave(self.U, dim=1)[:, None, :, None, None]  # [g, 1, C, 1, 1]
+            h = h.unsqueeze(0) if shared else h.view(zc.shape[0], -1, *h.shape[1:])
+            h = torch.addcmul(self.bias[:, None, None], h, zc)  # [g, B, C, H, W]
             h = h.view(-1, *h.shape[2:])
         B, _, H, W = h.shape
         out = self._activate(h, (B, self.K, self.U, H, W), 2)

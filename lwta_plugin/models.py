@@ -73,12 +73,23 @@ def list_models() -> list[str]:
     return names
 
 
-class _Stack(nn.ModuleList):
-    """Sequential container whose layers receive the number of sample groups."""
+def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.repeat(n, *([1] * (x.dim() - 1))) if n > 1 else x
 
-    def forward(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, n) if isinstance(layer, (StochasticLinear, StochasticConv2d)) else layer(x)
+
+class _Stack(nn.ModuleList):
+    """Sequential container whose layers receive the number of sample groups.
+
+    ``base``: optionally the ``B`` rows of which ``x`` (``n * B`` rows) is the ``n``-fold repetition; a first conv
+    layer then computes its linear part once for all groups (see :class:`StochasticConv2d`).
+    """
+
+    def forward(self, x: torch.Tensor, n: int, base: torch.Tensor | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self):
+            if i == 0 and base is not None and n > 1 and isinstance(layer, StochasticConv2d):
+                x = layer(base, n, shared=True)
+            else:
+                x = layer(x, n) if isinstance(layer, (StochasticLinear, StochasticConv2d)) else layer(x)
         return x
 
 
@@ -130,8 +141,9 @@ class _EnsembleHead(nn.Module):
                              dense(fe * 16, 16), dense(16, 8), dense(8, 4),
                              dense(4, 2, "none", 1), dense(2, 1, "none", 1)])
 
-    def forward(self, gray: torch.Tensor, trunk: torch.Tensor, n: int) -> torch.Tensor:
-        return self.joint(torch.cat([trunk, self.side(gray, n)], 1), n)
+    def forward(self, gray: torch.Tensor, trunk: torch.Tensor, n: int,
+                gray_base: torch.Tensor | None = None) -> torch.Tensor:
+        return self.joint(torch.cat([trunk, self.side(gray, n, gray_base)], 1), n)
 
 
 class _EnsembleBody(nn.Module):
@@ -153,16 +165,19 @@ class _EnsembleBody(nn.Module):
             self.trunks.append(_Stack(layers))
             self.heads.append(nn.ModuleList(_EnsembleHead(cfg, c) for _ in range(n_bits // chunks)))
 
-    def forward(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        if self.gray:  # tf.image.rgb_to_grayscale
-            w = x.new_tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)
-            g = (x * w).sum(1, keepdim=True)
-        else:
-            g = x
+    def _gray(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gray:
+            return x
+        w = x.new_tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)  # tf.image.rgb_to_grayscale
+        return (x * w).sum(1, keepdim=True)
+
+    def forward(self, x: torch.Tensor, n: int, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``base``: optionally the rows of which ``x`` is the ``n``-fold repetition (see :class:`_Stack`)."""
+        g, g_base = self._gray(x), (self._gray(base) if base is not None else None)
         bits = []
         for trunk, heads in zip(self.trunks, self.heads):
-            t = trunk(x, n)
-            bits += [head(g, t, n) for head in heads]
+            t = trunk(x, n, base)
+            bits += [head(g, t, n, g_base) for head in heads]
         return torch.cat(bits, 1)
 
 
@@ -220,11 +235,13 @@ class LWTANet(nn.Module):
         return any(layer.stochastic for layer in stochastic_layers(self))
 
     def raw(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
-        """Raw per-bit outputs for ``n`` independent samples of the randomness: [n * B, bits], sample-major."""
+        """Raw per-bit outputs for ``n`` independent samples of the randomness: [n * B, bits], sample-major.
+
+        The first conv layer's linear part is the same for all samples and is computed once (``base``)."""
         x = x - 0.5
-        if n > 1:
-            x = x.repeat(n, *([1] * (x.dim() - 1)))
-        return self.body(x, n)
+        if n > 1 and isinstance(self.body, (_Stack, _EnsembleBody)):
+            return self.body(_repeat(x, n), n, base=x)
+        return self.body(_repeat(x, n), n)
 
     def forward_samples(self, x: torch.Tensor, n: int, output: str | None = None) -> torch.Tensor:
         """Decoder outputs of ``n`` independent stochastic passes in one batched pass: [n, B, classes]."""

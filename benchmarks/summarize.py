@@ -1,0 +1,109 @@
+"""Print a markdown table of the headline ratios in benchmarks/results/*.json (for benchmarks/README.md).
+
+Usage: python benchmarks/summarize.py [--results DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(d: Path, name: str) -> dict | None:
+    p = d / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _ctx(r: dict) -> str:
+    return f"{r['machine']['threads']} thread(s), load {r['machine'].get('loadavg_at_end', ['?'])[0]:.1f}"
+
+
+def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
+    out = []
+    for name in sorted(p.stem for p in d.glob("*.json")):
+        r = _load(d, name)
+        base = name.split("-")[0]
+        if base == "eot":
+            sizes = f"B={r['images']}, steps={r['steps']}"
+            for row in r["rows"]:
+                n = row["samples"]
+                for key, label in (("ours_vs_ta", "EOT-PGD ours / torchattacks EOTPGD (same model)"),
+                                   ("ours_vs_ta_concrete", "EOT-PGD ours / torchattacks EOTPGD on concrete sampler"),
+                                   ("ours_apgd_vs_aa_apgd", "APGD-CE ours / AutoAttack APGD eot_iter"),
+                                   ("ours_vs_aa_apgd", "EOT-PGD ours / AutoAttack APGD eot_iter")):
+                    if key in row:
+                        goal = {"ours_vs_ta": ">= 1.0x" if n == 20 else "", "ours_vs_ta_concrete":
+                                ">= 3x" if n == 20 else ""}.get(key, "")
+                        out.append((f"{label}, n={n} (images/s ratio)", f"{row[key]:.2f}x", goal,
+                                    f"{sizes}, {_ctx(r)}", r["command"]))
+            for row in r.get("gradient_rows", []):
+                n = row["samples"]
+                out.append((f"one EOT gradient ours / torchattacks loop, n={n}", f"{row['grad_ours_vs_grad_loop']:.2f}x",
+                            "", f"B={r['images']}, {_ctx(r)}", r["command"]))
+                out.append((f"one EOT gradient ours / torchattacks loop on concrete, n={n}",
+                            f"{row['grad_ours_vs_grad_loop_concrete']:.2f}x", "", f"B={r['images']}, {_ctx(r)}",
+                            r["command"]))
+        elif base == "sampler":
+            for w in r["whole_model"]:
+                out.append((f"sampler: concrete / exact, {w['what']}", f"{w['concrete_over_paper']:.2f}x", "",
+                            f"{_ctx(r)}", r["command"]))
+            for t in r["targets"][:1]:
+                out.append(("LWTA sampling / conv+matmul at test time, all LWTA layers", f"{t['measured']:.2f}",
+                            t["goal"], (f"B={r['images']}, {r['draws_per_pass_in_layer_table']} draws/pass, "
+                                        f"{_ctx(r)}"), r["command"]))
+            tot = [x for x in r["rows"] if x["layer"] != "all LWTA layers" and x["mode"] == "inference"]
+            if len(tot) > 1:
+                rest = [x for x in tot if not x["shared"]]
+                share = sum(x["paper_lwta_ms"] for x in rest) / sum(x["conv_matmul_ms"] for x in rest)
+                out.append(("LWTA sampling / conv+matmul at test time, LWTA layers after the first", f"{share:.2f}",
+                            "<= 0.25", f"B={r['images']}, {_ctx(r)}", r["command"]))
+        elif base == "inference":
+            by = {x["candidate"]: x for x in r["rows"]}
+            S = r["samples"]
+            out.append((f"S={S} inference / one forward pass (same network)", f"{by[f'lwta_{S}']['vs_lwta_1']:.2f}x",
+                        "<= 2.5x", f"B={r['images']}, max_rows={r['max_rows']}, {_ctx(r)}", r["command"]))
+            if "ratio_at_128_rows" in r:
+                out.append((f"S={S} inference / one forward pass, both in passes of <= 128 rows",
+                            f"{r['ratio_at_128_rows']:.2f}x", "", f"B={r['images']}, {_ctx(r)}", r["command"]))
+                out.append((f"S={S} inference: 128-row passes vs max_rows={r['max_rows']} (speedup)",
+                            f"{by[f'lwta_{S}']['seconds'] / by[f'lwta_{S}_rows128']['seconds']:.2f}x", "",
+                            f"B={r['images']}, {_ctx(r)}", r["command"]))
+            out.append((f"S={S} inference / one pass of the ReLU baseline", f"{by[f'lwta_{S}']['vs_relu_1']:.2f}x", "",
+                        f"B={r['images']}, {_ctx(r)}", r["command"]))
+            out.append(("one LWTA-IBP pass / one ReLU pass", f"{by['lwta_1']['vs_relu_1']:.2f}x", "",
+                        f"B={r['images']}, {_ctx(r)}", r["command"]))
+        elif base == "train":
+            for t in r["targets"]:
+                out.append((f"training: {t['target']}", f"{t['measured']:.2f}x", t["goal"],
+                            f"batch {r['batch']}, {r['steps']} steps, {_ctx(r)}", r["command"]))
+        elif base == "flops":
+            for x in r["rows"][:-1]:
+                value = (f"{x['fraction_of_peak']:.2f} ({x['gflops']:.0f} of {r['rows'][-1]['gflops']:.0f} GFLOP/s; "
+                         f"useful {x['useful_fraction_of_peak']:.2f})")
+                out.append((f"GFLOP/s / matmul peak: {x['what']}", value, "",
+                            f"B={r['images']}, n={r['samples']}, {_ctx(r)}", r["command"]))
+        elif base == "memory":
+            for x in r["rows"]:
+                out.append((f"peak memory added, n={r['samples']}: {x['config']}", f"{x['added_mib']:.0f} MiB", "",
+                            f"B={r['images']}, chunk {x['chunk']}", r["command"]))
+        elif base == "changes":
+            for x in r["rows"]:
+                out.append((f"change {x['change']} (time before / after): {x['what']}", f"{x['speedup']:.2f}x", "",
+                            f"{_ctx(r)}", r["command"]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default=str(HERE / "results"))
+    args = ap.parse_args()
+    print("| measurement | ratio | target | sizes, threads, load | command |")
+    print("|---|---|---|---|---|")
+    for m, v, goal, ctx, cmd in rows(Path(args.results)):
+        print(f"| {m} | {v} | {goal} | {ctx} | `{cmd}` |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark scripts: each runs at a tiny size and writes valid JSON (no timing asserts)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+HAVE_PEERS = all(importlib.util.find_spec(m) is not None for m in ("torchattacks", "pyautoattack"))
+
+TINY = {
+    "sampler": ["--images", "2", "--samples", "2", "--repeat", "1"],
+    "eot": ["--images", "2", "--steps", "1", "--samples", "2", "--repeat", "1",
+            *([] if HAVE_PEERS else ["--candidates", "ours", "ours_concrete", "ours_chunk1"])],
+    "inference": ["--images", "4", "--samples", "2", "--repeat", "1"],
+    "train": ["--batch", "4", "--steps", "1"],
+    "flops": ["--images", "2", "--samples", "2", "--repeat", "1", "--mm", "64"],
+    "changes": ["--images", "2", "--samples", "2", "--repeat", "1", "--batch", "4"],
+    "memory": ["--images", "2", "--samples", "3", "--configs", "eot_gradient auto chunk (default)",
+               "peer loop (torchattacks EOTPGD)"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_benchmark_writes_json(name, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCH.parent)}
+    cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), *TINY[name], "--out-dir", str(tmp_path)]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    payload = json.loads((tmp_path / f"{name}.json").read_text())
+    assert payload["benchmark"] == name
+    assert payload["rows"] and all(isinstance(r, dict) for r in payload["rows"])
+    assert f"bench_{name}.py" in payload["command"]
+    for key in ("torch", "threads", "cpus", "python"):
+        assert key in payload["machine"]
+    assert payload["machine"]["threads"] == 1
+    assert payload["args"]["seed"] == 0
+    for target in payload.get("targets", []):
+        assert {"target", "goal", "measured", "met"} <= set(target)
