@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) with everything the plugin, its tests and its evaluations need, offline-capable.
-# Idempotent: a second run only checks. Usage: scripts/bootstrap.sh
+# Idempotent: a second run reuses .venv (and refreshes the editable install). Usage: scripts/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
