@@ -43,7 +43,7 @@ def tables(out_dir: Path, dataset: str = "mnist", threat_model: str = "Linf") ->
         paper = rows[0] if rows else None
         head = ["attack", "paper (reported)", *protos]
         lines = [f"### `{model}`", "",
-                 f"Paper row: {paper['table']} {paper['group']} {paper['row']}" if paper else "Paper row: none", "",
+                 "Paper row: " + " ".join(p for p in (paper['table'], paper['group'], paper['row']) if p) if paper else "Paper row: none", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         keys = list(dict.fromkeys(k for p in protos for k in by[p]["attacks"]))
         for key in keys:
