@@ -15,6 +15,7 @@ import torch
 from common import compare, inputs, parser, pick, report, setup
 
 from lwta_plugin.models import create_model
+from lwta_plugin.train import elbo_step, make_optimizers
 
 TARGET = 1.5
 N_TRAIN = 55_000  # MNIST training images minus the 5000 validation images (lwta_plugin.train defaults)
@@ -23,22 +24,10 @@ N_TRAIN = 55_000  # MNIST training images minus the 5000 validation images (lwta
 def make_step(name: str, x: torch.Tensor, y: torch.Tensor, noise: float = 0.3):
     """One optimisation step of ``lwta_plugin.train.train`` for a fresh model ``name``."""
     model = create_model(name, "mnist").train()
-    ibp = list(model.ibp_parameters())
-    opt_w = torch.optim.Adam(model.weight_parameters(), lr=1e-3)
-    opt_ibp = torch.optim.Adam(ibp, lr=1e-2) if ibp else None
+    opt_w, opt_ibp = make_optimizers(model, 1e-3, 1e-2)
 
     def step():
-        xb = x + noise * torch.randn_like(x)
-        data_loss, _ = model.loss(xb, y)
-        loss = data_loss + model.kl() / N_TRAIN
-        opt_w.zero_grad(set_to_none=True)
-        if opt_ibp is not None:
-            opt_ibp.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        if opt_ibp is not None:
-            opt_ibp.step()
-        return loss.item()
+        return elbo_step(model, x, y, opt_w, opt_ibp, N_TRAIN, noise)[0].item()
 
     return step
 

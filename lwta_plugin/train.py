@@ -62,6 +62,34 @@ def _fgsm(model: LWTANet, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch
     return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
+def make_optimizers(model: LWTANet, lr: float, ibp_lr: float) -> tuple[torch.optim.Adam, torch.optim.Adam | None]:
+    """Adam for the weights and a second Adam, with its own (larger) learning rate, for the IBP parameters."""
+    ibp_params = list(model.ibp_parameters())
+    opt_w = torch.optim.Adam(model.weight_parameters(), lr=lr)
+    return opt_w, (torch.optim.Adam(ibp_params, lr=ibp_lr) if ibp_params else None)
+
+
+def elbo_step(model: LWTANet, x: torch.Tensor, y: torch.Tensor, opt_w: torch.optim.Optimizer,
+              opt_ibp: torch.optim.Optimizer | None, n_train: int, noise: float = 0.0,
+              fgsm_eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on the negative ELBO: data loss of the (noise-augmented) batch, averaged with the loss
+    on its FGSM images when ``fgsm_eps`` > 0, plus KL / N. Returns the loss and the raw outputs of the batch."""
+    xb = x + noise * torch.randn_like(x) if noise else x
+    data_loss, raw = model.loss(xb, y)
+    if fgsm_eps > 0:
+        adv_loss, _ = model.loss(_fgsm(model, x, y, fgsm_eps), y)
+        data_loss = 0.5 * (data_loss + adv_loss)
+    loss = data_loss + model.kl() / n_train
+    for opt in (opt_w, opt_ibp):
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in (opt_w, opt_ibp):
+        if opt is not None:
+            opt.step()
+    return loss, raw
+
+
 def _lr_factor(step: int, total: int, final: float) -> float:
     return (1 - final) * (1 - min(step, total) / total) ** 0.5 + final
 
@@ -89,9 +117,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
         parent = {"file": str(cfg.init_from), "sha256": sha256_file(cfg.init_from),
                   "train_config": init_meta.get("train_config"), "metrics": init_meta.get("metrics"),
                   "history": init_meta.get("history")}
-    ibp_params = list(model.ibp_parameters())
-    opt_w = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr)
-    opt_ibp = torch.optim.Adam(ibp_params, lr=cfg.ibp_lr) if ibp_params else None
+    opt_w, opt_ibp = make_optimizers(model, cfg.lr, cfg.ibp_lr)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     start_epoch, best, history = 0, {"val_acc": -1.0}, []
@@ -126,21 +152,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
                     for g in opt.param_groups:
                         g["lr"] = lr * f
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = xtr[idx], ytr[idx]
-            if noise:
-                xb = xb + noise * torch.randn_like(xb)
-            data_loss, raw = model.loss(xb, yb)
-            if cfg.fgsm_eps > 0:
-                adv_loss, _ = model.loss(_fgsm(model, xtr[idx], yb, cfg.fgsm_eps), yb)
-                data_loss = 0.5 * (data_loss + adv_loss)
-            loss = data_loss + model.kl() / n_train
-            opt_w.zero_grad(set_to_none=True)
-            if opt_ibp is not None:
-                opt_ibp.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_w.step()
-            if opt_ibp is not None:
-                opt_ibp.step()
+            yb = ytr[idx]
+            loss, raw = elbo_step(model, xtr[idx], yb, opt_w, opt_ibp, n_train, noise, cfg.fgsm_eps)
             with torch.no_grad():
                 acc = (model.decoder(raw).argmax(1) == yb).float().mean().item()
             run_loss = 0.98 * run_loss + 0.02 * loss.item() if i else loss.item()
