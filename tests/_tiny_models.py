@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lwta_plugin.layers import StochasticConv2d, StochasticLinear
@@ -90,3 +91,15 @@ def tiny_lwta(code: str = "softmax", seed: int = 0) -> LWTANet:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
+
+
+def fake_build_attack_for(spec, model):
+    """A one-step signed-gradient stand-in for ``evaluation.build_attack_for`` (runner and rendering tests)."""
+    eps = spec.params.get("eps") or 0.5
+
+    def attack(x, y):
+        xa = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        return (x + eps * g.sign()).clamp(0, 1)
+
+    return attack

