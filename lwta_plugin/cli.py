@@ -13,7 +13,7 @@ def _train(args: argparse.Namespace) -> int:
                       seed=args.seed, limit=args.limit, test_limit=args.test_limit, init_from=args.init_from,
                       threads=args.threads, data_root=args.data_root, noise_std=args.noise_std,
                       extra={"command": "lwta train " + " ".join(sys.argv[2:] if args.argv is None else args.argv)})
-    out = args.out or f"runs/{args.model}_{args.dataset}{'_fgsm' if args.fgsm_eps else ''}_s{args.seed}.pt"
+    out = args.out or f"runs/{args.model}_{args.dataset}_s{args.seed}.pt"
     metrics = train(cfg, out, progress=not args.no_progress)
     print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "
           f"{cfg.eval_samples}-sample average {metrics[f'test_acc_{cfg.eval_samples}samples']:.4f}")
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=200)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--ibp-lr", type=float, default=1e-2)
-    t.add_argument("--fgsm-eps", type=float, default=0.0, help="FGSM adversarial training (paper 4.4: 0.3 MNIST)")
+    t.add_argument("--fgsm-eps", type=float, default=0.0, help="FGSM adversarial training; needs a <name>_fgsm model, "
+                   "whose default is the paper's eps (4.4: 0.3 MNIST, 0.031 CIFAR-10)")
     t.add_argument("--noise-std", type=float, default=None, help="Gaussian input noise (default per data set)")
     t.add_argument("--val-size", type=int, default=5000)
     t.add_argument("--seed", type=int, default=0)

@@ -110,13 +110,15 @@ class ECOCDecoder(nn.Module):
         raise ValueError(f"unknown decoder output {output!r}; expected one of {OUTPUTS}")
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Training loss of the code's bits, averaged over the batch (and over bits for BCE and hinge)."""
+        """Training loss of the code's bits, averaged over the batch. BCE is summed over bits (the negative
+        log-likelihood of an example is the sum over its independent bits, as the ELBO needs and as the reference code
+        computes); the hinge loss, not a likelihood, is averaged over bits as in the reference code."""
         kind = self.code.loss
         if kind == "ce":
             return F.cross_entropy(raw, y)
         target = self.M[y]
         if kind == "bce":
-            return F.binary_cross_entropy_with_logits(raw, target)
+            return F.binary_cross_entropy_with_logits(raw, target, reduction="sum") / raw.shape[0]
         if kind == "hinge":  # on the pre-tanh outputs, targets in {-1, +1}
             return F.relu(1 - target * raw).mean()
         raise ValueError(f"unknown code loss {kind!r}")

@@ -1,7 +1,8 @@
 """The paper's networks (Verma & Swami architectures with LWTA/IBP layers) and a timm-style model registry.
 
-Model names read ``<activation>[_ibp]_<code>[_u<U>]``, e.g. ``lwta_ibp_tanh16``, ``lwtamax_softmax``,
-``relu_logistic``, ``lwta_ibp_softmax_u4``. Activations: ``relu`` (baseline), ``lwtamax`` (deterministic LWTA,
+Model names read ``<activation>[_ibp]_<code>[_u<U>][_fgsm]``, e.g. ``lwta_ibp_tanh16``, ``lwtamax_softmax``,
+``relu_logistic``, ``lwta_ibp_softmax_u4``, ``lwta_ibp_softmax_fgsm``. The ``_fgsm`` suffix names a training variant
+(FGSM adversarial training, paper 4.4) of the same architecture, so that both can be in the zoo side by side. Activations: ``relu`` (baseline), ``lwtamax`` (deterministic LWTA,
 eq. 3), ``lwta`` (stochastic LWTA). U defaults to 2. Every model takes images in [0, 1] (NCHW) and returns
 class logits, so it can be attacked by torchattacks and benchmarked by RobustBench as is.
 """
@@ -23,7 +24,8 @@ CODES = ("softmax", "logistic", "tanh16", "logisticens10", "tanhens16")
 ENSEMBLE_CODES = ("logisticens10", "tanhens16")
 MODEL_ACTIVATIONS = ("relu", "lwtamax", "lwta")
 ARCH_DATASETS = {"mnist": "mnist", "fashion_mnist": "mnist", "cifar10": "cifar10"}
-_NAME = re.compile(r"^(relu|lwtamax|lwta)(_ibp)?_([a-z0-9]+?)(?:_u(\d+))?$")
+_NAME = re.compile(r"^(relu|lwtamax|lwta)(_ibp)?_([a-z0-9]+?)(?:_u(\d+))?(?:_(fgsm))?$")
+VARIANTS = ("", "fgsm")  # training variants of an architecture ("fgsm": FGSM adversarial training)
 
 
 @dataclass(frozen=True)
@@ -35,22 +37,32 @@ class ModelConfig:
     code: str
     U: int
     dataset: str
+    variant: str = ""  # training variant (VARIANTS); the architecture does not depend on it
 
     @property
     def name(self) -> str:
         ibp = "_ibp" if self.ibp else ""
         u = "" if self.U == 2 else f"_u{self.U}"
-        return f"{self.activation}{ibp}_{self.code}{u}"
+        variant = f"_{self.variant}" if self.variant else ""
+        return f"{self.activation}{ibp}_{self.code}{u}{variant}"
+
+    @property
+    def arch(self) -> str:
+        """The architecture's name, without the training variant."""
+        return ModelConfig(self.activation, self.ibp, self.code, self.U, self.dataset).name
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.variant:  # checkpoints written before variants existed have no such key
+            del d["variant"]
+        return d
 
 
 def parse_name(name: str, dataset: str = "mnist") -> ModelConfig:
     """Parse a registry name into a :class:`ModelConfig`; raises ValueError naming the valid forms."""
     m = _NAME.match(name)
     if not m or m.group(3) not in CODES:
-        raise ValueError(f"unknown model {name!r}; names look like <relu|lwtamax|lwta>[_ibp]_<code>[_u<U>] with "
+        raise ValueError(f"unknown model {name!r}; names look like <relu|lwtamax|lwta>[_ibp]_<code>[_u<U>][_fgsm] with "
                          f"code in {CODES}, e.g. 'lwta_ibp_tanh16'. Known: {', '.join(list_models()[:6])}, ...")
     if dataset not in ARCH_DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {sorted(ARCH_DATASETS)}")
@@ -59,7 +71,7 @@ def parse_name(name: str, dataset: str = "mnist") -> ModelConfig:
         raise ValueError(f"{name!r}: the ReLU baseline has no IBP and no blocks (U)")
     if u not in (2, 4):
         raise ValueError(f"{name!r}: U must be 2 or 4 (the paper's settings)")
-    return ModelConfig(act, ibp, code, u, dataset)
+    return ModelConfig(act, ibp, code, u, dataset, m.group(5) or "")
 
 
 def list_models() -> list[str]:
@@ -70,7 +82,7 @@ def list_models() -> list[str]:
         for act in ("lwtamax", "lwta"):
             for ibp in ("", "_ibp"):
                 names += [f"{act}{ibp}_{code}", f"{act}{ibp}_{code}_u4"]
-    return names
+    return names + [f"{n}_{v}" for v in VARIANTS if v for n in names]
 
 
 def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:

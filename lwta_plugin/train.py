@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,9 +19,10 @@ from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_tensors
 from .io import sha256_file
-from .models import LWTANet, create_model
+from .models import ARCH_DATASETS, LWTANet, create_model, parse_name
 
 NOISE_STD = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 0.032}
+FGSM_EPS = {"mnist": 0.3, "fashion_mnist": 0.3, "cifar10": 0.031}  # paper 4.4
 
 
 @dataclass
@@ -34,7 +35,8 @@ class TrainConfig:
     ibp_lr: float = 1e-2
     final_lr_fraction: float = 0.01  # polynomial (power 0.5) decay to this fraction of lr, as the reference
     noise_std: float | None = None  # Gaussian input noise (reference: 0.3 MNIST, 0.032 CIFAR-10)
-    fgsm_eps: float = 0.0  # > 0: FGSM adversarial training (paper 4.4), loss = (clean + adversarial) / 2
+    fgsm_eps: float = 0.0  # > 0: FGSM adversarial training (paper 4.4), loss = (clean + adversarial) / 2; 0 for an
+    # ``_fgsm`` model means the paper's eps (FGSM_EPS)
     val_size: int = 5000
     seed: int = 0
     limit: int | None = None  # use only the first `limit` training images (smoke tests)
@@ -94,9 +96,23 @@ def _lr_factor(step: int, total: int, final: float) -> float:
     return (1 - final) * (1 - min(step, total) / total) ** 0.5 + final
 
 
+def check_fgsm_variant(cfg: TrainConfig) -> TrainConfig:
+    """FGSM adversarial training and the ``_fgsm`` name go together, so that a zoo name says how it was trained."""
+    fgsm_name = parse_name(cfg.model, ARCH_DATASETS.get(cfg.dataset, cfg.dataset)).variant == "fgsm"
+    if cfg.fgsm_eps < 0:
+        raise ValueError(f"fgsm_eps must be >= 0, got {cfg.fgsm_eps}")
+    if cfg.fgsm_eps > 0 and not fgsm_name:
+        raise ValueError(f"FGSM adversarial training (fgsm_eps={cfg.fgsm_eps}) makes a different model from "
+                         f"{cfg.model!r}: name it {cfg.model}_fgsm")
+    if fgsm_name and cfg.fgsm_eps == 0:
+        return replace(cfg, fgsm_eps=FGSM_EPS[cfg.dataset])
+    return cfg
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
     """Train ``cfg.model`` and write the best-on-validation checkpoint to ``out``; returns its metrics."""
     out = Path(out)
+    cfg = check_fgsm_variant(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -86,4 +86,16 @@ def test_code_losses():
     assert torch.allclose(dec.loss(torch.zeros(1, 16), y), torch.tensor(1.0))
     dec_l = ECOCDecoder(get_code("logistic"))
     raw = torch.zeros(1, 10)
-    assert torch.allclose(dec_l.loss(raw, torch.tensor([0])), torch.tensor(np.log(2.0), dtype=torch.float32))
+    assert torch.allclose(dec_l.loss(raw, torch.tensor([0])), torch.tensor(10 * np.log(2.0), dtype=torch.float32))
+
+
+def test_bce_is_the_per_example_negative_log_likelihood():
+    """BCE sums over the independent bits (log p(y|x) of the ELBO) and averages over the batch."""
+    dec = ECOCDecoder(get_code("logistic"))
+    raw = torch.tensor([[2.0, -1.0] + [0.0] * 8, [0.5] * 10])
+    y = torch.tensor([0, 3])
+    p = torch.sigmoid(raw)
+    target = torch.zeros(2, 10)
+    target[0, 0] = target[1, 3] = 1
+    nll = -(target * p.log() + (1 - target) * (1 - p).log()).sum(1).mean()
+    assert torch.allclose(dec.loss(raw, y), nll)

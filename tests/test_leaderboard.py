@@ -104,6 +104,7 @@ def test_paper_rows_pick_the_right_table():
     assert rows[0]["values"] == {"Benign": ".992", "PGD": ".935", "CW": ".990", "BSA": "1.0", "Rand": ".961"}
     fgsm = paper_rows("lwta_ibp_softmax", "mnist", fgsm=True)
     assert [(r["table"], r["values"]["PGD"]) for r in fgsm] == [("Table 6", ".970")]
+    assert paper_rows("lwta_ibp_softmax_fgsm", "mnist", fgsm=True) == fgsm  # zoo name of the FGSM variant
     assert paper_rows("relu_tanh16", "mnist")[0]["values"]["PGD"] == ".421"
     assert paper_rows("lwta_ibp_logistic", "mnist")[0]["values"]["Rand"] == ".911"  # Table 2 (Table 4: .981)
     assert paper_rows("lwta_ibp_softmax_u4", "mnist")[0]["values"]["Benign"] == ".9613"

@@ -14,7 +14,7 @@ import torch
 from lwta_plugin import data
 from lwta_plugin import train as train_module
 from lwta_plugin.checkpoint import read_checkpoint
-from lwta_plugin.train import TrainConfig, train
+from lwta_plugin.train import TrainConfig, check_fgsm_variant, train
 
 torch.set_num_threads(1)
 
@@ -94,10 +94,18 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkey
 
 
 def test_fgsm_adversarial_training_mode(tmp_path, root):
-    m = train(_cfg(root, epochs=1, fgsm_eps=0.3, model="relu_softmax"), tmp_path / "adv.pt", progress=False)
+    m = train(_cfg(root, epochs=1, fgsm_eps=0.3, model="relu_softmax_fgsm"), tmp_path / "adv.pt", progress=False)
     meta = read_checkpoint(tmp_path / "adv.pt")["meta"]
-    assert meta["train_config"]["fgsm_eps"] == 0.3 and meta["name"] == "relu_softmax"
+    assert meta["train_config"]["fgsm_eps"] == 0.3 and meta["name"] == "relu_softmax_fgsm"
     assert 0.0 <= m["test_acc_1pass"] <= 1.0
+
+
+def test_fgsm_training_and_the_fgsm_name_go_together(tmp_path, root):
+    with pytest.raises(ValueError, match="name it relu_softmax_fgsm"):
+        train(_cfg(root, fgsm_eps=0.3, model="relu_softmax"), tmp_path / "x.pt", progress=False)
+    assert check_fgsm_variant(_cfg(root, model="lwta_ibp_softmax_fgsm")).fgsm_eps == 0.3  # the paper's MNIST eps
+    assert check_fgsm_variant(_cfg(root, model="lwta_ibp_softmax_fgsm", fgsm_eps=0.1)).fgsm_eps == 0.1
+    assert check_fgsm_variant(_cfg(root, model="lwta_ibp_softmax")).fgsm_eps == 0.0
 
 
 def test_learns_the_toy_problem(tmp_path, root):
