@@ -432,12 +432,82 @@ _INTRO = ("Accuracies in % with 95 % confidence intervals. Each prediction avera
           "accuracy. *unreliable*: an attack-failure indicator fired (see the notes).")
 
 
+_PAPER_TABLE_TITLES = {"Table 2": "Table 2: MNIST, the paper's networks",
+                       "Table 4": "Table 4: MNIST ablation (U = 2)",
+                       "Table 6": "Table 6: MNIST, FGSM adversarial training (Softmax, U = 2)",
+                       "Table 3": "Table 3: CIFAR-10, the paper's networks", "Table 5": "Table 5: CIFAR-10 ablation",
+                       "Table 7": "Table 7: CIFAR-10, FGSM adversarial training"}
+
+
+def _unreliable_attacks(entry: dict) -> set[str]:
+    return {a for i in entry["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
+            for a in i["attacks"]}
+
+
+def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None = None) -> list[tuple[str, list[str],
+                                                                                                   list[list[str]]]]:
+    """The paper's tables for ``dataset``, cell by cell: the paper's number, ours under the ``paper`` protocol
+    (exact sampling; mean %, n) and our strongest attack (``adaptive`` worst case), or the reason a row has none.
+    Returns ``(title, header, rows)`` per table."""
+    by = {(e["model"], e["protocol"]["name"]): e for e in entries if e["dataset"] == dataset}
+    out = []
+    for table in _TABLE_PRIORITY.get(dataset, ()):
+        rows = [r for r in PAPER_TABLES if r["table"] == table and r["dataset"] == dataset]
+        if not rows:
+            continue
+        header = ["row", "our model", *(f"{c}: paper / ours" for c in PAPER_COLUMNS),
+                  "ours, strongest attack (adaptive worst case)"]
+        body = []
+        for r in rows:
+            label = " ".join(x for x in (r["group"], r["row"]) if x)
+            model = None if r["model"] is None else r["model"] + ("_fgsm" if r["fgsm"] else "")
+            entry = by.get((model, "paper"))
+            if entry is None:
+                if model is None:
+                    why = "not an lwta-plugin architecture (a model of Madry et al. / Verma & Swami)"
+                elif shipped is not None and model not in shipped:
+                    why = "no shipped checkpoint (not trained; see FINDINGS.md)"
+                else:
+                    why = "not evaluated yet"
+                body.append([label, f"`{model}`" if model else "—",
+                             *(f"{r['values'][c]} / —" for c in PAPER_COLUMNS), why])
+                continue
+            bad = _unreliable_attacks(entry)
+            cells = []
+            for c in PAPER_COLUMNS:
+                key = next(k for k, v in PAPER_COLUMN_OF.items() if v == c)
+                res = entry["attacks"].get(key)
+                ours = "—" if res is None else (f"{100 * res['mean']:.1f} (n={res['n_examples']})"
+                                                + (" †" if key in bad else ""))
+                cells.append(f"{r['values'][c]} / {ours}")
+            adaptive = by.get((model, "adaptive"))
+            if adaptive is not None:
+                w = _worst(adaptive)
+                strongest = f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] " \
+                            f"(n={w['n_examples']})"
+            else:
+                strongest = "adaptive protocol not run"
+            body.append([label, f"`{model}`", *cells, strongest])
+        out.append((_PAPER_TABLE_TITLES.get(table, table), header, body))
+    return out
+
+
+_PAPER_VIEW_NOTE = ("Paper / ours: the paper's number (its reference protocol) and ours under the `paper` protocol "
+                    "(the same attacks, exact test-time sampling, true labels), mean accuracy in % over the first n "
+                    "test images (Rand: fraction of uniform-noise images with max probability < 0.9). † = the "
+                    "unbounded attack left accuracy above 2 %: the attack failed (unreliable), it does not show "
+                    "robustness. The last column is our strongest evaluation: the worst case over the adaptive "
+                    "protocol's attacks (EOT, margin loss, AutoAttack rand, BPDA, transfer) with its 95 % interval.")
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(entries: list[dict], sort: str = "robust", command: str = "lwta leaderboard") -> str:
-    """``leaderboard/README.md``: one table per data set, threat model and protocol."""
+def render_markdown(entries: list[dict], sort: str = "robust", command: str = "lwta leaderboard",
+                    shipped: set[str] | None = None) -> str:
+    """``leaderboard/README.md``: one table per data set, threat model and protocol, then the paper's tables cell
+    by cell (``shipped``: the zoo's model names, to tell untrained rows from unevaluated ones)."""
     lines = ["# lwta-plugin leaderboard", "",
              (f"<!-- Generated by `{command}` from the JSON entries (lwta_plugin/leaderboard.py). "
               "Do not edit by hand. -->"), "", _INTRO, ""]
@@ -466,6 +536,14 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
                                                                                                   ""]
         if notes:
             lines += [f"{i}. {_md_escape(n)}" for i, n in enumerate(notes, 1)] + [""]
+    for dataset in sorted({e["dataset"] for e in entries}):
+        view = paper_table_view(entries, dataset, shipped)
+        if view:
+            lines += [f"## The paper's tables, cell by cell ({dataset})", "", _PAPER_VIEW_NOTE, ""]
+        for title, header, rows in view:
+            lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header)
+                      + "|"]
+            lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows] + [""]
     lines += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in PAPER_NOTES] + [""]
     return "\n".join(lines)
 
@@ -555,7 +633,10 @@ def write_leaderboard(out_dir: str | os.PathLike = "leaderboard", sort: str = "r
     if sort not in known:
         raise ValueError(f"unknown sort key {sort!r}; expected robust, clean, model or an attack key "
                          f"({', '.join(sorted(known - set(SORT_KEYS)))})")
-    md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command))
+    from .zoo import available_models
+
+    shipped = {e["name"] for e in available_models()}
+    md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command, shipped))
     page = atomic_write_text(out / "index.html", render_html(entries, sort, command))
     return md, page
 

@@ -226,6 +226,29 @@ def test_rendered_markdown(board):
     assert "Tables 6 and 7" in md  # the notes on the paper's numbers
 
 
+def test_paper_tables_cell_by_cell(board):
+    entries = leaderboard.load_entries(board)
+    shipped = {"lwta_ibp_softmax", "relu_softmax", "lwta_softmax"}
+    view = {t: rows for t, _, rows in leaderboard.paper_table_view(entries, "mnist", shipped)}
+    assert list(view) == ["Table 2: MNIST, the paper's networks", "Table 4: MNIST ablation (U = 2)",
+                          "Table 6: MNIST, FGSM adversarial training (Softmax, U = 2)"]
+    rows = {r[0]: r for r in view["Table 4: MNIST ablation (U = 2)"]}
+    assert len(rows) == 20
+    relu = next(e for e in entries if e["model"] == "relu_softmax" and e["protocol"]["name"] == "paper")
+    pgd = relu["attacks"]["pgd"]
+    assert rows["Softmax Baseline"][1] == "`relu_softmax`"
+    assert rows["Softmax Baseline"][3].startswith(f".082 / {100 * pgd['mean']:.1f} (n=6)")
+    assert rows["Softmax Baseline"][-1] == "adaptive protocol not run"
+    assert rows["Softmax LWTA"][-1] == "not evaluated yet" and rows["Softmax LWTA"][2] == ".992 / —"
+    assert rows["Softmax LWTAmax"][-1].startswith("no shipped checkpoint")
+    table2 = {r[0]: r for r in view["Table 2: MNIST, the paper's networks"]}
+    assert table2["Madry"][-1].startswith("not an lwta-plugin architecture")
+    fgsm = {r[0]: r for r in view["Table 6: MNIST, FGSM adversarial training (Softmax, U = 2)"]}
+    assert fgsm["Softmax LWTA & IBP + FGSM"][1] == "`lwta_ibp_softmax_fgsm`"
+    md = render_markdown(entries, shipped=shipped)
+    assert "## The paper's tables, cell by cell (mnist)" in md and "### Table 6: MNIST, FGSM" in md
+
+
 def test_sorting(board):
     entries = leaderboard.load_entries(board)
     assert [e["model"] for e in sort_entries(entries, "model")] == ["lwta_ibp_softmax", "lwta_ibp_softmax",
