@@ -8,6 +8,7 @@ version, thread count, sizes, seed and the exact command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -186,3 +187,38 @@ def eval_model(name: str = "lwta_ibp_tanh16", dataset: str = "mnist", seed: int 
 def inputs(batch: int, shape=(1, 28, 28), n_classes: int = 10, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, *shape, generator=g), torch.randint(0, n_classes, (batch,), generator=g)
+
+
+@contextlib.contextmanager
+def reference_code_sampler(model):
+    """The authors' test-time sampler computed as their code writes it, for use as a benchmark peer.
+
+    ``model.sampling("concrete")`` is our implementation of the same distribution, with the U = 2 Gumbel-softmax
+    rewritten as one sigmoid of a logistic draw. The reference code instead computes, per layer
+    (OFF ``distributions.py``): xi = softmax((h + G) / 0.01) over the U units with G = -log(-log(u + 1e-8) + 1e-8),
+    output h * xi; and z = sigmoid((t_pi + log u - log(1 - u)) / 0.01) * 1[sigmoid(t_pi) > 0.01]. This context
+    swaps those literal formulas into the layers (in our [B, K, U, ...] layout)."""
+    from lwta_plugin import layers
+
+    def literal_lwta(h, dim, mode, temperature, straight_through=False):
+        if mode != "concrete":
+            return original_lwta(h, dim, mode, temperature, straight_through)
+        u = torch.rand_like(h)
+        g = -torch.log(-torch.log(u + 1e-8) + 1e-8)
+        return h * torch.softmax((h + g) / temperature, dim)
+
+    def literal_sample(self, n, mode, sampling):
+        if mode != "concrete":
+            return original_sample(self, n, mode, sampling)
+        t = self.t_pi
+        u = torch.rand((n, *t.shape), dtype=t.dtype).clamp(1e-8, 1 - 1e-8)
+        z = torch.sigmoid((t + torch.log(u) - torch.log(1 - u)) / sampling.test_temperature)
+        return z * (torch.sigmoid(t) > sampling.prune_threshold).to(t.dtype)
+
+    original_lwta, original_sample = layers.lwta, layers.IBPUtility.sample
+    layers.lwta, layers.IBPUtility.sample = literal_lwta, literal_sample
+    try:
+        with model.sampling("concrete"):
+            yield model
+    finally:
+        layers.lwta, layers.IBPUtility.sample = original_lwta, original_sample

@@ -40,3 +40,28 @@ def test_benchmark_writes_json(name, tmp_path):
     assert payload["args"]["seed"] == 0
     for target in payload.get("targets", []):
         assert {"target", "goal", "measured", "met"} <= set(target)
+
+
+def test_literal_reference_sampler_is_the_same_distribution():
+    """The benchmark's literal reference-code sampler (a peer) and model.sampling("concrete") agree in mean."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from common import reference_code_sampler
+    finally:
+        sys.path.remove(str(BENCH))
+    from lwta_plugin import layers
+    from lwta_plugin.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lwta_ibp_softmax", "mnist").eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        with model.sampling("concrete"):
+            ours = model.forward_samples(x, 400, output="correlations").mean(0)
+        with reference_code_sampler(model):
+            assert layers.lwta.__name__ == "literal_lwta"  # the peer's formulas are in effect
+            literal = model.forward_samples(x, 400, output="correlations").mean(0)
+    assert layers.lwta.__name__ == "lwta"  # and restored
+    assert torch.allclose(ours, literal, atol=0.03), (ours, literal)
