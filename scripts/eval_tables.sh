@@ -12,6 +12,6 @@ for name in "${ALL[@]}"; do
   if ! python -c "import sys, lwta_plugin.zoo as z; sys.exit(0 if any(e['name'] == '$name' for e in z.available_models('mnist')) else 1)"; then
     echo "skip $name (not shipped)"; continue
   fi
-  lwta evaluate --config leaderboard/mnist-tables.json --model "$name" --threads 1 --no-progress \
+  lwta evaluate --config leaderboard/mnist-tables.json --model "$name" --protocol paper --threads 1 --no-progress \
     >> "runs/logs/eval_tables_$name.log" 2>&1 && echo "done $name" || echo "FAILED $name (runs/logs/eval_tables_$name.log)"
 done
