@@ -485,6 +485,9 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
                 w = _worst(adaptive)
                 strongest = f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] " \
                             f"(n={w['n_examples']})"
+            elif entry["number_forward_passes"] == 1:  # deterministic: the paper protocol's PGD is white-box
+                w = entry["worst_case"]
+                strongest = f"{100 * w['mean']:.1f} (n={w['n_examples']}; deterministic model: PGD-200 is white-box)"
             else:
                 strongest = "adaptive protocol not run"
             body.append([label, f"`{model}`", *cells, strongest])
