@@ -101,6 +101,23 @@ def test_register_refuses_mismatches(store, tmp_path):
         zoo.register_checkpoint(tmp_path / f"{NAME}.pt", dataset="cifar10")
 
 
+def test_fgsm_variant_ships_and_loads_beside_the_plain_model(store, tmp_path):
+    """``<arch>_fgsm`` is its own zoo name with the architecture of ``<arch>``; the names cannot be swapped."""
+    torch.manual_seed(5)
+    adv = create_model("lwta_softmax_fgsm", "mnist")
+    meta = _meta("lwta_softmax_fgsm")
+    meta["train_config"]["fgsm_eps"] = 0.3
+    save_checkpoint(tmp_path / "adv.pt", adv, meta)
+    entry = zoo.register_checkpoint(tmp_path / "adv.pt")
+    assert entry["name"] == "lwta_softmax_fgsm" and entry["config"]["variant"] == "fgsm"
+    assert "variant" not in zoo.read_manifest()["models"]["mnist/lwta_softmax"]["config"]  # old entries unchanged
+    loaded = zoo.load_model("lwta_softmax_fgsm", dataset="mnist")
+    assert _same_weights(loaded, adv) and not _same_weights(loaded, store.models[OTHER])
+    assert loaded.config.arch == "lwta_softmax"
+    with pytest.raises(ValueError, match="holds model 'lwta_softmax_fgsm', not 'lwta_softmax'"):
+        zoo.register_checkpoint(tmp_path / "adv.pt", name="lwta_softmax")
+
+
 def test_load_model_from_store(store):
     m = lwta_plugin.load_model(NAME, dataset="mnist", threat_model="Linf")
     assert isinstance(m, LWTANet) and not m.training and m.samples == 5 and m.stochastic
