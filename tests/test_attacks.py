@@ -119,6 +119,7 @@ def test_attack_runs_on_a_stochastic_lwta_net(data, name):
         x_adv = attack(x, y)
     _check_valid(x_adv, x, params["eps"] if attack.bounded else None)
     assert not model.training and model.stochastic  # settings restored
+    assert all(p.grad is None for p in model.parameters()), "an attack computed (and left) weight gradients"
     json.dumps(attack.hparams)
 
 

@@ -196,3 +196,15 @@ def test_unknown_modes_are_rejected():
         StochasticLinear(3, 4, activation="elu")
     with pytest.raises(ValueError, match="U=3"):
         StochasticLinear(3, 4, U=3)
+
+
+@pytest.mark.parametrize("U", [2, 3, 4])
+def test_argmax_mask_is_the_one_hot_argmax_with_first_index_on_ties(U):
+    from lwta_plugin.layers import argmax_mask
+
+    g = torch.Generator().manual_seed(U)
+    h = torch.randint(-2, 3, (7, 5, U, 3, 3), generator=g).float()  # many ties
+    expected = torch.zeros_like(h).scatter_(2, h.argmax(2, keepdim=True), 1.0)
+    assert torch.equal(argmax_mask(h, 2), expected)
+    d = torch.randn(6, 4, U, generator=g)
+    assert torch.equal(argmax_mask(d, 2), torch.zeros_like(d).scatter_(2, d.argmax(2, keepdim=True), 1.0))

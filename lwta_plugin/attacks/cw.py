@@ -91,8 +91,8 @@ class CW(Attack):
                     better = success & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)
                     best_x[better] = x_new[better]
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
+                # the gradient of w only: .backward() would also compute (and store) every model weight's gradient
+                (w.grad,) = torch.autograd.grad(loss.sum(), w)
                 opt.step()
             with torch.no_grad():
                 upper = torch.where(success_here, torch.minimum(upper, const), upper)
