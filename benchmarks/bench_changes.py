@@ -217,6 +217,30 @@ def main(argv: list[str] | None = None) -> dict:
     pair("relaxed_training", f"training step (forward+KL+backward), batch {args.batch}", old_step, step,
          reps=pick(args, "repeat", 3, 7))
 
+    # one-hot argmax (deterministic LWTA, argmax sampling, U > 2 winners): torch.argmax along U vs comparing U slices
+    max_model = eval_model(args.model.replace("lwta_ibp_", "lwtamax_").replace("lwta_", "lwtamax_"), seed=args.seed)
+    xw = x.clone().requires_grad_()
+
+    def input_grad():
+        torch.autograd.grad(max_model(xw).sum(), xw)
+
+    def old_argmax(h, dim):
+        return torch.zeros_like(h).scatter_(dim, h.detach().argmax(dim, keepdim=True), 1.0)
+
+    def with_old_argmax():
+        with swapped(L, "argmax_mask", old_argmax):
+            input_grad()
+
+    pair("argmax_mask", f"LWTAmax model, forward + input gradient, {B} images (a CW/PGD step)", with_old_argmax,
+         input_grad)
+
+    # CW: backward() computed every weight's gradient too; autograd.grad(loss, w) computes the input's only
+    def backward_all():
+        max_model(xw).sum().backward()
+        max_model.zero_grad(set_to_none=True)
+
+    pair("cw_input_grad_only", f"LWTAmax model, forward + gradient, {B} images", backward_all, input_grad)
+
     report("changes", rows, ["change", "what", "before_s", "after_s", "speedup"],
            {"model": args.model, "images": B, "samples": n, "batch": args.batch, "repeat": repeat,
             "unit": "median seconds; speedup = before / after"}, args)
