@@ -9,10 +9,9 @@
 # Usage: scripts/train_mnist_zoo.sh [name ...]   (default: all, in priority order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Epochs are what 2 CPU cores allow in one session beside the evaluations (the paper trains 100): the two headline
-# models get 5, every other model 1. The manifest and each model card record the epochs and accuracies.
-# lwta_ibp_logistic gets 8: after 1 epoch it had 94.4 %, far below the paper's 99.1 %.
-# lwta_ibp_logisticens10 gets 8: the deep, narrow ensemble was still near chance after 1 epoch.
+# Epochs are what 2 CPU cores allow in one session beside the evaluations (the paper trains 100): the LWTA & IBP
+# U = 2 models get 5 (Softmax, Tanh16) or 8 (Logistic, LogisticEns10: they learn more slowly), every other model 1.
+# The manifest and each model card record the epochs and accuracies.
 declare -A EPOCHS=([lwta_ibp_softmax]=5 [lwta_ibp_tanh16]=5 [lwta_ibp_logistic]=8 [lwta_ibp_logisticens10]=8)
 # Continued training (lwta train --init-from): lwta_ibp_tanh16 reached 98.89 % (S = 5) after its 5 epochs, below the
 # 99 % its RobustBench entry promises, so its 5-epoch checkpoint (runs/mnist/base/) is trained 3 more epochs at a
