@@ -22,7 +22,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from common import compare, eval_model, inputs, parser, pick, report, setup
+from common import compare, eval_model, inputs, parser, pick, report, setup, within
 
 import lwta_plugin.layers as L
 from lwta_plugin.eot import eot_gradient
@@ -169,30 +169,21 @@ def main(argv: list[str] | None = None) -> dict:
         eot_gradient(model, x, y, "ce", n)
 
     def with_old_padding(fn):
-        def run():
-            with swapped(L.StochasticConv2d, "forward", _old_padding_forward):
-                fn()
-        return run
+        return within(lambda: swapped(L.StochasticConv2d, "forward", _old_padding_forward), fn)
 
     pair("same_padding", f"whole model: inference, {n} draws x {B} images", with_old_padding(infer), infer)
     pair("same_padding", f"whole model: EOT gradient, {n} draws x {B} images", with_old_padding(grad), grad)
 
     # exact sampler: whole model
     def with_old_sampler(fn):
-        def run():
-            with swapped(L, "lwta", _old_lwta):
-                fn()
-        return run
+        return within(lambda: swapped(L, "lwta", _old_lwta), fn)
 
     pair("exact_sampler", f"inference, {n} draws x {B} images", with_old_sampler(infer), infer)
     pair("exact_sampler", f"EOT gradient, {n} draws x {B} images", with_old_sampler(grad), grad)
 
     # shared first conv
     def no_share(fn):
-        def run():
-            with unshared(model):
-                fn()
-        return run
+        return within(lambda: unshared(model), fn)
 
     def infer5():
         with torch.inference_mode(), model.using(samples=5):
@@ -210,10 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         (loss + train_model.kl() / 55_000).backward()
         train_model.zero_grad(set_to_none=True)
 
-    def old_step():
-        with swapped(L, "relaxed_lwta_with_kl", _old_relaxed_lwta_with_kl):
-            step()
-
+    old_step = within(lambda: swapped(L, "relaxed_lwta_with_kl", _old_relaxed_lwta_with_kl), step)
     pair("relaxed_training", f"training step (forward+KL+backward), batch {args.batch}", old_step, step,
          reps=pick(args, "repeat", 3, 7))
 
@@ -227,12 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     def old_argmax(h, dim):
         return torch.zeros_like(h).scatter_(dim, h.detach().argmax(dim, keepdim=True), 1.0)
 
-    def with_old_argmax():
-        with swapped(L, "argmax_mask", old_argmax):
-            input_grad()
-
-    pair("argmax_mask", f"LWTAmax model, forward + input gradient, {B} images (a CW/PGD step)", with_old_argmax,
-         input_grad)
+    pair("argmax_mask", f"LWTAmax model, forward + input gradient, {B} images (a CW/PGD step)",
+         within(lambda: swapped(L, "argmax_mask", old_argmax), input_grad), input_grad)
 
     # CW: backward() computed every weight's gradient too; autograd.grad(loss, w) computes the input's only
     def backward_all():

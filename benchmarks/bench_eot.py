@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from common import compare, eval_model, inputs, parser, pick, reference_code_sampler, report, setup
+from common import compare, eval_model, inputs, parser, pick, reference_code_sampler, report, setup, within
 
 from lwta_plugin.attacks import EOTPGD, APGDRand
 from lwta_plugin.eot import eot_gradient
@@ -45,27 +45,14 @@ def build(name: str, model, n: int, steps: int, eps: float, alpha: float):
     if name in ("ours", "ours_concrete", "ours_chunk1"):
         atk = EOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_samples=n,
                      chunk_size=1 if name == "ours_chunk1" else None)
-        if name == "ours_concrete":
-            def run(x, y):
-                with model.sampling("concrete"):
-                    return atk(x, y)
-            return run
-        return atk
+        return within(lambda: model.sampling("concrete"), atk) if name == "ours_concrete" else atk
     if name in ("ta", "ta_concrete", "ta_reference"):
         import torchattacks
 
         atk = torchattacks.EOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=n, random_start=True)
         if name == "ta_reference":
-            def run(x, y):
-                with reference_code_sampler(model):
-                    return atk(x, y)
-            return run
-        if name == "ta_concrete":
-            def run(x, y):
-                with model.sampling("concrete"):
-                    return atk(x, y)
-            return run
-        return atk
+            return within(lambda: reference_code_sampler(model), atk)
+        return within(lambda: model.sampling("concrete"), atk) if name == "ta_concrete" else atk
     if name == "aa_apgd":
         from pyautoattack.autopgd_base import APGDAttack
 

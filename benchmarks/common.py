@@ -189,6 +189,14 @@ def inputs(batch: int, shape=(1, 28, 28), n_classes: int = 10, seed: int = 0):
     return torch.rand(batch, *shape, generator=g), torch.randint(0, n_classes, (batch,), generator=g)
 
 
+def within(context: Callable[[], contextlib.AbstractContextManager], fn: Callable) -> Callable:
+    """``fn`` wrapped so that every call runs inside a fresh ``context()`` (e.g. another sampler, old code)."""
+    def run(*args):
+        with context():
+            return fn(*args)
+    return run
+
+
 @contextlib.contextmanager
 def reference_code_sampler(model):
     """The authors' test-time sampler computed as their code writes it, for use as a benchmark peer.

@@ -283,6 +283,7 @@ _ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_
                  "transfer", "bpda")
 _PROTOCOL_ORDER = ("paper", "paper-concrete", "adaptive", "autoattack-rand", "smoke")
 PAPER_COLUMN_OF = {"clean": "Benign", "pgd": "PGD", "cw": "CW", "bsa": "BSA", "random": "Rand"}
+_ATTACK_OF_COLUMN = {v: k for k, v in PAPER_COLUMN_OF.items()}
 SORT_KEYS = ("robust", "clean", "model")
 
 
@@ -475,7 +476,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
             bad = _unreliable_attacks(entry)
             cells = []
             for c in PAPER_COLUMNS:
-                key = next(k for k, v in PAPER_COLUMN_OF.items() if v == c)
+                key = _ATTACK_OF_COLUMN[c]
                 res = entry["attacks"].get(key)
                 ours = "—" if res is None else (f"{100 * res['mean']:.1f} (n={res['n_examples']})"
                                                 + (" †" if key in bad else ""))
@@ -501,6 +502,15 @@ _PAPER_VIEW_NOTE = ("Paper / ours: the paper's number (its reference protocol) a
                     "unbounded attack left accuracy above 2 %: the attack failed (unreliable), it does not show "
                     "robustness. The last column is our strongest evaluation: the worst case over the adaptive "
                     "protocol's attacks (EOT, margin loss, AutoAttack rand, BPDA, transfer) with its 95 % interval.")
+
+
+def paper_tables_markdown(view: list[tuple[str, list[str], list[list[str]]]]) -> list[str]:
+    """Markdown lines of :func:`paper_table_view`'s tables (one ``###`` section each)."""
+    lines = []
+    for title, header, rows in view:
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows] + [""]
+    return lines
 
 
 def _md_escape(text: str) -> str:
@@ -543,10 +553,7 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
         view = paper_table_view(entries, dataset, shipped)
         if view:
             lines += [f"## The paper's tables, cell by cell ({dataset})", "", _PAPER_VIEW_NOTE, ""]
-        for title, header, rows in view:
-            lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header)
-                      + "|"]
-            lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows] + [""]
+        lines += paper_tables_markdown(view)
     lines += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in PAPER_NOTES] + [""]
     return "\n".join(lines)
 
