@@ -14,32 +14,18 @@ import math
 import os
 import sys
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import torch
 
 from .io import atomic_write_text
-from .models import ENSEMBLE_CODES, LWTANet, count_parameters
+from .models import ACTIVATION_DESCRIPTIONS, CODE_DESCRIPTIONS, LWTANet, architecture_family, count_parameters
+from .paper import CITATION
+from .statistics import confidence_interval, effective_n
 from .validation import check_images, check_labels
 from .zoo import DATASETS, available_models, get_default_samples, load_model, read_manifest, weights_dir
 
-PAPER = ("Panousis, Chatzis & Theodoridis, *Local Competition and Stochasticity for Adversarial Robustness in "
-         "Deep Learning*, AISTATS 2021")
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-_ACTIVATIONS = {
-    "lwta": "stochastic local winner-takes-all (LWTA): units form blocks of U = {U} that compete; the winner of "
-            "each block is *sampled* from a softmax over the block (at training and at test time) and only it passes",
-    "lwtamax": "deterministic local winner-takes-all: in each block of U = {U} units only the largest passes",
-    "relu": "ReLU (the non-competitive baseline)",
-}
-_CODES = {
-    "softmax": "one-hot output code, softmax cross-entropy",
-    "logistic": "one-hot output code with independent sigmoid bits (binary cross-entropy)",
-    "tanh16": "16-bit Hadamard error-correcting output code with tanh bits (hinge loss)",
-    "logisticens10": "ensemble of 2 sub-networks, 10 sigmoid bits (one-hot code)",
-    "tanhens16": "ensemble of 4 sub-networks, 16-bit Hadamard code with tanh bits",
-}
 
 
 def measure_clean_accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, samples: int = 5, repeats: int = 3,
@@ -55,8 +41,6 @@ def measure_clean_accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, sam
     for arg, value in (("repeats", repeats), ("samples", samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
     who = f"{model.config.name} ({model.config.dataset})"
     check_images(x, model.input_shape, who=f"{who}: test images")
     check_labels(y, model.n_classes, batch=len(x), who=f"{who}: test labels")
@@ -70,18 +54,11 @@ def measure_clean_accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, sam
                               for i in range(0, len(x), batch_size)]).double()
             correct += hits
             per_repeat.append(hits.mean().item())
-    p_i = correct / repeats
-    n = len(x)
-    acc = p_i.mean().item()
-    var = p_i.var(unbiased=True).item() if n > 1 else 0.0
-    n_eff = n if var == 0.0 or acc in (0.0, 1.0) else acc * (1 - acc) / (var / n)
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    denom = 1 + z * z / n_eff
-    centre = (acc + z * z / (2 * n_eff)) / denom
-    half = z / denom * math.sqrt(acc * (1 - acc) / n_eff + z * z / (4 * n_eff * n_eff))
-    return {"accuracy": acc, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half),
-            "level": level, "n": n, "samples": samples, "repeats": repeats, "per_repeat": per_repeat,
-            "seed": seed, "effective_n": n_eff}
+    p_i = (correct / repeats).tolist()
+    lo, hi = confidence_interval(p_i, level)
+    return {"accuracy": math.fsum(p_i) / len(p_i), "ci_low": lo, "ci_high": hi,
+            "level": level, "n": len(p_i), "samples": samples, "repeats": repeats, "per_repeat": per_repeat,
+            "seed": seed, "effective_n": effective_n(p_i)}
 
 
 def _na(v: Any) -> str:
@@ -95,18 +72,18 @@ def _pct(v: float | None, digits: int = 2) -> str:
 def describe(model: LWTANet) -> str:
     """One paragraph saying what the network is, from its config."""
     cfg = model.config
-    parts = [f"A Verma & Swami ({'ensemble' if cfg.code in ENSEMBLE_CODES else 'standard'}) "
+    parts = [f"A Verma & Swami ({architecture_family(cfg.code)}) "
              f"convolutional network for {model.input_shape[1]}x{model.input_shape[2]} "
              f"{'grayscale' if model.input_shape[0] == 1 else 'RGB'} images with "
-             + _ACTIVATIONS[cfg.activation].format(U=cfg.U) + "."]
+             + ACTIVATION_DESCRIPTIONS[cfg.activation].format(U=cfg.U) + "."]
     if cfg.ibp:
         parts.append("Indian Buffet Process utility variables z (Bernoulli, Kumaraswamy stick-breaking posterior) "
                      "randomly switch blocks (dense) or kernels (conv) off, also at test time.")
-    parts.append(f"Output: {_CODES[cfg.code]}, decoded with the log-ReLU ECOC decoder.")
+    parts.append(f"Output: {CODE_DESCRIPTIONS[cfg.code]}, decoded with the log-ReLU ECOC decoder.")
     parts.append("**Random at test time**: every forward pass draws new winners/utilities; the zoo returns it "
                  f"averaging S = {model.samples} passes (the paper's rule)." if model.stochastic else
                  "Deterministic at test time.")
-    parts.append(f"Architecture family of {PAPER}.")
+    parts.append(f"Architecture family of {CITATION}.")
     return " ".join(parts)
 
 

@@ -37,7 +37,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shlex
 import shutil
 import sys
@@ -46,37 +45,34 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import __version__
+from .entries import FORMAT, entry_path, pct, validate_entry
 from .io import atomic_write_json, directory_lock, dumps_json, sha256_file
-from .leaderboard import (
-    FORMAT,
-    PAPER_AUTHORS,
-    PAPER_LINK,
-    PAPER_NAME,
-    PAPER_NOTES,
-    PAPER_VENUE,
-    decode_counts,
-    describe_architecture,
-    encode_counts,
-    entry_path,
-    paper_rows,
-    paper_value,
-    pct,
-    validate_entry,
-)
+from .models import describe_architecture
+from .paper import PAPER_AUTHORS, PAPER_LINK, PAPER_NAME, PAPER_NOTES, PAPER_VENUE, paper_rows, paper_value
 from .protocols import EPS, EPS_TEXT, PROTOCOLS, AttackSpec, Protocol, get_protocol, resolve
+from .statistics import (
+    correct_counts,
+    decode_counts,
+    encode_counts,
+    low_confidence_counts,
+    median,
+    round_stat,
+    seed_everything,
+    stable_seed,
+    summarize_counts,
+    worst_case,
+)
 
 if TYPE_CHECKING:
     from .models import LWTANet
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
 STATE_FORMAT = "lwta-plugin/eval-state-1"
-SCORE_CHUNK = 100  # images per scoring forward pass (fixed: part of what makes runs reproducible)
 LINF_TOLERANCE = 1e-5  # float slack when checking that a bounded attack stayed inside the eps-ball
 
 BatchHook = Callable[[str, int], None]
@@ -88,62 +84,6 @@ class EvaluationError(RuntimeError):
 
 class IncompleteRunError(EvaluationError):
     """The state directory does not (yet) hold every task of the run."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# statistics and seeds
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 63-bit seed from JSON-serialisable parts, identical across processes and Python versions."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and random (attacks may draw from any of them)."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ModuleNotFoundError:  # numpy is a dependency; keep the runner importable without it anyway
-        pass
-
-
-def confidence_interval(p: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Interval for the mean of per-example success rates ``p_i`` (each in [0, 1]).
-
-    Wilson score interval with the effective sample size ``mean (1 - mean) / se^2`` (``se`` = standard error of
-    the mean of ``p_i``), the rule of :func:`lwta_plugin.cards.measure_clean_accuracy`: it covers both the choice
-    of test images and the model's randomness. ``se`` uses the unbiased variance, so when every ``p_i`` is 0 or 1
-    this is the plain Wilson interval with ``n - 1`` in place of ``n`` (slightly wider); all-equal ``p_i`` (zero
-    variance) use ``n``.
-    """
-    n = len(p)
-    if n == 0:
-        raise ValueError("confidence_interval needs at least one value")
-    mean = math.fsum(p) / n
-    var = math.fsum((v - mean) ** 2 for v in p) / (n - 1) if n > 1 else 0.0
-    n_eff = n if var == 0.0 or mean in (0.0, 1.0) else mean * (1 - mean) / (var / n)
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    denom = 1 + z * z / n_eff
-    centre = (mean + z * z / (2 * n_eff)) / denom
-    half = z / denom * math.sqrt(mean * (1 - mean) / n_eff + z * z / (4 * n_eff * n_eff))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _r(v: float) -> float:
-    """Round a statistic for the JSON (12 significant digits: stable across platforms' last-bit differences)."""
-    return float(f"{v:.12g}")
-
-
-def summarize_counts(counts: Sequence[int], passes: int) -> dict[str, float]:
-    """Mean and 95 % interval of per-example counts out of ``passes`` (see :func:`confidence_interval`)."""
-    p = [c / passes for c in counts]
-    lo, hi = confidence_interval(p)
-    return {"mean": _r(math.fsum(p) / len(p)), "ci_low": _r(lo), "ci_high": _r(hi)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,34 +180,6 @@ def versions() -> dict[str, str | None]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # one task
-
-
-@torch.no_grad()
-def correct_counts(model, x: torch.Tensor, y: torch.Tensor, passes: int, samples: int) -> list[int]:
-    """For each image, how many of ``passes`` predictions (each averaging ``samples`` passes) are correct.
-
-    A model that is deterministic (with its current sampling setting) is predicted once and counted ``passes``
-    times: the same result, ``passes`` times cheaper."""
-    counts = torch.zeros(len(x), dtype=torch.int64)
-    repeat = passes if model.stochastic else 1
-    with model.using(samples=samples, output="logits"):
-        for _ in range(repeat):
-            for i in range(0, len(x), SCORE_CHUNK):
-                counts[i:i + SCORE_CHUNK] += (model(x[i:i + SCORE_CHUNK]).argmax(1) == y[i:i + SCORE_CHUNK]).long()
-    return (counts * (passes // repeat)).tolist()
-
-
-@torch.no_grad()
-def low_confidence_counts(model, x: torch.Tensor, passes: int, samples: int, threshold: float) -> list[int]:
-    """For each image, how many of ``passes`` predictions have max class probability below ``threshold``."""
-    counts = torch.zeros(len(x), dtype=torch.int64)
-    repeat = passes if model.stochastic else 1
-    with model.using(samples=samples, output="logits"):
-        for _ in range(repeat):
-            for i in range(0, len(x), SCORE_CHUNK):
-                probs = torch.softmax(model(x[i:i + SCORE_CHUNK]), 1)
-                counts[i:i + SCORE_CHUNK] += (probs.max(1).values < threshold).long()
-    return (counts * (passes // repeat)).tolist()
 
 
 def _jsonable(v: Any) -> Any:
@@ -387,8 +299,8 @@ class Run:
                     xa = self._attack(spec, attack, xb, yb)
                 record["hyperparameters"] = _jsonable(getattr(attack, "hparams", spec.params))
                 d = (xa - xb).flatten(1)
-                record["linf"] = [_r(v) for v in d.abs().amax(1).tolist()]
-                record["l2"] = [_r(v) for v in d.norm(dim=1).tolist()]
+                record["linf"] = [round_stat(v) for v in d.abs().amax(1).tolist()]
+                record["l2"] = [round_stat(v) for v in d.norm(dim=1).tolist()]
         self.model.eval()  # an attack may have left the model in training mode
         with self.model.sampling(scoring.sampling):
             seed_everything(stable_seed(*ident, "score"))
@@ -493,8 +405,8 @@ class Run:
                 res["hyperparameters"] = hp[0]
                 linf = sorted(v for r in recs for v in r["linf"])
                 l2 = sorted(v for r in recs for v in r["l2"])
-                res["perturbation"] = {"linf_max": linf[-1], "linf_median": _median(linf), "l2_median": _median(l2),
-                                       "l2_mean": _r(math.fsum(l2) / len(l2))}
+                res["perturbation"] = {"linf_max": linf[-1], "linf_median": median(linf), "l2_median": median(l2),
+                                       "l2_mean": round_stat(math.fsum(l2) / len(l2))}
             results[spec.key] = res
             timing[spec.key] = round(sum(r["seconds"] for r in recs), 3)
         entry = self._entry(results)
@@ -549,24 +461,6 @@ class Run:
         atomic_write_json(self.timing_path, timing)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return self.path
-
-
-def _median(sorted_values: list[float]) -> float:
-    n = len(sorted_values)
-    mid = n // 2
-    return _r(sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2)
-
-
-def worst_case(results: dict[str, dict], passes: int, prefix: str = "") -> dict:
-    """Per-example minimum over the clean result and every bounded adversarial attack (first common images)."""
-    keys = [k for k, r in results.items() if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"])]
-    if not keys:
-        raise ValueError("worst case needs at least the clean result")
-    n = min(results[k]["n_examples"] for k in keys)
-    per = [decode_counts(results[k]["per_example_correct"][:n]) for k in keys]
-    counts = [min(c) for c in zip(*per)]
-    return {**summarize_counts(counts, passes), "n_examples": n, "passes": passes,
-            "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(counts, passes)}
 
 
 def compute_indicators(results: dict[str, dict], protocol: Protocol) -> list[dict]:

@@ -1,289 +1,34 @@
-"""Leaderboard entries (one JSON per model and protocol), the paper's reported numbers, and rendering.
+"""The rendered leaderboard: ``leaderboard/README.md`` and ``leaderboard/index.html`` from the entries
+(:mod:`lwta_plugin.entries`), never edited by hand, and the command ``lwta leaderboard``.
 
-Files
------
-``leaderboard/<dataset>/<threat_model>/<model>__<protocol>.json``
-    One entry, written by ``lwta evaluate``. It keeps every field of RobustBench's ``model_info`` JSON with the
-    same name, type and meaning (percentages as strings with two decimals) and adds what a random model needs;
-    ``lwta_plugin/schema/leaderboard.schema.json`` is the contract. No time-dependent field: rerunning the same
-    command gives a byte-identical file.
-``<model>__<protocol>.timing.json`` (beside it)
-    Wall-clock seconds per attack, start/end dates, threads: kept out of the entry so entries are reproducible.
-``leaderboard/README.md``, ``leaderboard/index.html``
-    Rendered by ``lwta leaderboard`` from the entries (never edited by hand).
-
-Per-example results are stored compactly: ``per_example_correct`` is a string with one base-36 digit per test
-image (in test-set order) = the number of the ``passes`` predictions of that image that were correct
-(:func:`decode_counts`).
+One table per data set, threat model and protocol (rows sorted by worst-case robust accuracy), then the paper's
+tables cell by cell (:func:`paper_table_view`): the paper's number, ours under the same protocol, and our
+strongest attack.
 """
 from __future__ import annotations
 
 import argparse
 import html
-import json
-import math
 import os
-import re
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from .entries import load_entries
 from .io import atomic_write_text
-
-FORMAT = "lwta-plugin/leaderboard-entry-1"
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
-ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
-
-PAPER_LINK = "https://arxiv.org/abs/2101.01121"
-PAPER_NAME = "Local Competition and Stochasticity for Adversarial Robustness in Deep Learning"
-PAPER_AUTHORS = "Konstantinos P. Panousis, Sotirios Chatzis, Sergios Theodoridis"
-PAPER_VENUE = "AISTATS 2021"
-
-# ---------------------------------------------------------------------------------------------------------------
-# The paper's tables, copied from the paper's text (reference/paper.txt), values as printed.
-# Columns: Benign, PGD, CW, BSA, Rand (Rand = fraction of uniform-noise images with max probability < 0.9).
-# "model" maps a row to this plugin's architecture name (None: not one of ours); "fgsm": FGSM adversarial training.
-
-PAPER_COLUMNS = ("Benign", "PGD", "CW", "BSA", "Rand")
-
-
-def _rows(table: str, dataset: str, group: str, rows: Iterable[tuple], params: bool = False) -> list[dict]:
-    out = []
-    for r in rows:
-        label, model, fgsm, *vals = r
-        p = None
-        if params:
-            p, vals = vals[0], vals[1:]
-        out.append({"table": table, "dataset": dataset, "group": group, "row": label, "model": model,
-                    "fgsm": fgsm, "params": p, "values": dict(zip(PAPER_COLUMNS, vals, strict=True))})
-    return out
-
-
-_METHODS = (("Baseline", "relu"), ("LWTAmax", "lwtamax"), ("LWTAmax & IBP", "lwtamax_ibp"), ("LWTA", "lwta"),
-            ("LWTA & IBP", "lwta_ibp"))
-
-
-def _ablation(table: str, dataset: str, code: str, group: str, values: list[tuple], methods=_METHODS) -> list[dict]:
-    rows = [(label, f"{prefix}_{code}", False, *v) for (label, prefix), v in zip(methods, values, strict=True)]
-    return _rows(table, dataset, group, rows)
-
-
-_CIFAR_METHODS = (_METHODS[0], _METHODS[3], _METHODS[4])
-
-PAPER_TABLES: list[dict] = [
-    # Table 2: Classification accuracy on MNIST.
-    *_rows("Table 2", "mnist", "", [
-        ("Softmax (U=4)", "lwta_ibp_softmax_u4", False, "327,380", ".9613", ".865", ".970", ".950", ".187"),
-        ("Softmax (U=2)", "lwta_ibp_softmax", False, "327,380", ".992", ".935", ".990", "1.0", ".961"),
-        ("Logistic (U=2)", "lwta_ibp_logistic", False, "327,380", ".991", ".901", ".990", ".990", ".911"),
-        ("LogEns10 (U=2)", "lwta_ibp_logisticens10", False, "205,190", ".993", ".889", ".980", ".970", "1.0"),
-        ("Madry", None, False, "3,274,634", ".9853", ".925", ".84", ".520", ".351"),
-        ("TanhEns16", None, False, "401,168", ".9948", ".929", "1.0", "1.0", ".988"),
-    ], params=True),
-    # Table 3: Classification accuracy on CIFAR-10.
-    *_rows("Table 3", "cifar10", "", [
-        ("Tanh16(U=4)", "lwta_ibp_tanh16_u4", False, "773,600", ".510", ".460", ".550", ".600", ".368"),
-        ("Softmax(U=2)", "lwta_ibp_softmax", False, "772,628", ".869", ".814", ".860", ".870", ".652"),
-        ("Tanh16(U=2)", "lwta_ibp_tanh16", False, "773,600", ".872", ".826", ".830", ".830", ".765"),
-        ("LogEns10(U=2)", "lwta_ibp_logisticens10", False, "1,197,998", ".882", ".806", ".830", ".800", "1.0"),
-        ("Madry", None, False, "45,901,914", ".871", ".470", ".080", "0", ".981"),
-        ("TanhEns64", None, False, "3,259,456", ".896", ".601", ".760", ".760", "1.0"),
-    ], params=True),
-    # Table 4: Classification accuracy for all the attacks on the MNIST dataset (U = 2).
-    *_ablation("Table 4", "mnist", "softmax", "Softmax", [
-        (".992", ".082", ".540", ".180", ".270"), (".993", ".302", ".800", ".390", ".543"),
-        (".994", ".890", ".920", ".840", ".361"), (".992", ".900", ".990", "1.0", ".810"),
-        (".992", ".935", ".990", "1.0", ".961")]),
-    *_ablation("Table 4", "mnist", "logistic", "Logistic", [
-        (".993", ".093", ".660", ".210", ".684"), (".993", ".388", ".780", ".420", ".700"),
-        (".993", ".894", ".960", ".950", ".230"), (".991", ".856", ".990", ".990", ".982"),
-        (".991", ".901", ".990", ".990", ".981")]),
-    *_ablation("Table 4", "mnist", "logisticens10", "LogisticEns10", [
-        (".993", ".382", ".880", ".480", ".905"), (".993", ".303", ".920", ".520", ".900"),
-        (".994", ".860", ".940", ".910", ".400"), (".992", ".603", ".900", ".550", ".809"),
-        (".993", ".889", ".980", ".970", "1.0")]),
-    *_ablation("Table 4", "mnist", "tanh16", "Tanh16", [
-        (".993", ".421", ".790", ".320", ".673"), (".992", ".462", ".910", ".420", ".573"),
-        (".994", ".898", ".960", ".940", ".363"), (".992", ".862", ".990", ".980", ".785"),
-        (".990", ".900", ".990", ".980", ".785")]),
-    # Table 5: Classification accuracy for all the attacks on CIFAR-10 (U = 2).
-    *_ablation("Table 5", "cifar10", "softmax", "Softmax", [
-        (".864", ".070", ".080", ".040", ".404"), (".867", ".804", ".820", ".870", ".701"),
-        (".869", ".814", ".860", ".870", ".652")], _CIFAR_METHODS),
-    *_ablation("Table 5", "cifar10", "logistic", "Logistic", [
-        (".865", ".006", ".140", ".100", ".492"), (".830", ".701", ".720", ".696", ".690"),
-        (".837", ".738", ".800", ".820", ".726")], _CIFAR_METHODS),
-    *_ablation("Table 5", "cifar10", "logisticens10", "LogisticEns10", [
-        (".877", ".100", ".240", ".140", ".495"), (".879", ".712", ".750", ".750", ".803"),
-        (".882", ".806", ".830", ".800", "1.0")], _CIFAR_METHODS),
-    *_ablation("Table 5", "cifar10", "tanh16", "Tanh16", [
-        (".866", ".099", ".080", ".100", ".700"), (".863", ".720", ".750", ".750", ".800"),
-        (".872", ".826", ".830", ".830", ".765")], _CIFAR_METHODS),
-    # Table 6: Softmax network under FGSM adversarial training, MNIST (U = 2). PGD: 40 steps for the FGSM rows.
-    *_rows("Table 6", "mnist", "Softmax", [
-        ("Baseline (ReLU)", "relu_softmax", False, ".992", ".082", ".540", ".180", ".270"),
-        ("LWTA", "lwta_softmax", False, ".992", ".900", ".990", "1.0", ".810"),
-        ("LWTA & IBP", "lwta_ibp_softmax", False, ".992", ".935", ".990", "1.0", ".961"),
-        ("Baseline (ReLU) + FGSM", "relu_softmax", True, ".992", ".755", ".820", ".130", ".835"),
-        ("LWTA + FGSM", "lwta_softmax", True, ".991", ".925", ".990", "1.0", ".960"),
-        ("LWTA & IBP + FGSM", "lwta_ibp_softmax", True, ".991", ".970", ".990", "1.0", ".985"),
-    ]),
-    # Table 7: Softmax network under FGSM adversarial training, CIFAR-10 (U = 2). PGD: 20 steps for the FGSM rows.
-    *_rows("Table 7", "cifar10", "Softmax", [
-        ("Baseline (ReLU)", "relu_softmax", False, ".864", ".070", ".080", ".040", ".404"),
-        ("LWTA", "lwta_softmax", False, ".867", ".804", ".820", ".870", ".701"),
-        ("LWTA & IBP", "lwta_ibp_softmax", False, ".869", ".814", ".860", ".870", ".652"),
-        ("Baseline (ReLU) + FGSM", "relu_softmax", True, ".780", ".200", ".380", ".340", ".185"),
-        ("LWTA + FGSM", "lwta_softmax", True, ".820", ".812", ".810", ".870", ".440"),
-        ("LWTA & IBP + FGSM", "lwta_ibp_softmax", True, ".830", ".825", ".870", ".870", ".790"),
-    ]),
-]
-
-PAPER_NOTES = (
-    ("The paper's PGD/CW/BSA numbers come from its reference code: PGD without EOT (one stochastic pass per "
-     "gradient), unbounded CW-L2 and BSA on 100 images, labels = the model's own prediction; Rand is not an "
-     "accuracy (fraction of uniform-noise images with max probability < 0.9)."),
-    "Table 2 and Table 4 disagree on Logistic LWTA & IBP (Rand .911 vs .981); both rows are listed.",
-    ("Tables 6 and 7 (FGSM adversarial training): the FGSM-trained rows were attacked with 40 (MNIST) and 20 "
-     "(CIFAR-10) PGD steps, not the 200 of the other tables (paper section 4.4)."),
+from .paper import (
+    ATTACK_OF_COLUMN,
+    PAPER_COLUMN_OF,
+    PAPER_COLUMNS,
+    PAPER_NOTES,
+    PAPER_TABLES,
+    TABLE_TITLES,
+    TABLES_OF_DATASET,
+    paper_percent,
 )
-
-# Preferred table for `reported`: the main results table, then the ablation table.
-_TABLE_PRIORITY = {"mnist": ("Table 2", "Table 4", "Table 6"), "cifar10": ("Table 3", "Table 5", "Table 7"),
-                   "fashion_mnist": ()}
-
-
-def paper_rows(model: str, dataset: str, fgsm: bool = False) -> list[dict]:
-    """The paper's table rows for this architecture (and training: plain or FGSM), most authoritative first."""
-    order = _TABLE_PRIORITY.get(dataset, ())
-    model = model.removesuffix("_fgsm")  # the training variant is the `fgsm` flag
-    rows = [r for r in PAPER_TABLES if r["model"] == model and r["dataset"] == dataset and r["fgsm"] == fgsm]
-    return sorted(rows, key=lambda r: order.index(r["table"]) if r["table"] in order else len(order))
-
-
-def paper_value(text: str) -> float:
-    """A value as printed in the paper (".935", "1.0", "0") as a fraction."""
-    return float(text)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# formatting and encoding
-
-
-def pct(fraction: float) -> str:
-    """RobustBench's percentage string: 0.93456 -> "93.46"."""
-    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 <= fraction <= 1):
-        raise ValueError(f"expected a fraction in [0, 1], got {fraction!r}")
-    return f"{100 * fraction:.2f}"
-
-
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def encode_counts(counts: Iterable[int], passes: int) -> str:
-    """Per-example counts (0..passes, passes <= 35) as one base-36 digit each."""
-    if not 1 <= passes <= 35:
-        raise ValueError(f"passes must be in 1..35 to encode per-example counts, got {passes}")
-    out = []
-    for c in counts:
-        c = int(c)
-        if not 0 <= c <= passes:
-            raise ValueError(f"count {c} outside 0..{passes}")
-        out.append(_DIGITS[c])
-    return "".join(out)
-
-
-def decode_counts(text: str) -> list[int]:
-    """Inverse of :func:`encode_counts`."""
-    try:
-        return [_DIGITS.index(ch) for ch in text]
-    except ValueError:
-        raise ValueError(f"per-example counts must be base-36 digits (0-9, a-z), got {text[:40]!r}...") from None
-
-
-def describe_architecture(config: dict) -> str:
-    """RobustBench's ``architecture`` string from a model config dict."""
-    code = {"softmax": "Softmax (I10)", "logistic": "Logistic (I10)", "tanh16": "Tanh16 (Hadamard H16)",
-            "logisticens10": "LogisticEns10 (ensemble, I10)", "tanhens16": "TanhEns16 (ensemble, H16)"}
-    act = {"relu": "ReLU", "lwtamax": f"deterministic LWTA (U={config['U']})",
-           "lwta": f"stochastic LWTA (U={config['U']})"}[config["activation"]]
-    family = "ensemble" if config["code"].endswith(("ens10", "ens16")) else "standard"
-    return (f"Verma & Swami {family} CNN, {act}{' + IBP' if config['ibp'] else ''}, "
-            f"{code.get(config['code'], config['code'])} output code")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# files
-
-
-def entry_path(out_dir: str | os.PathLike, dataset: str, threat_model: str, model: str, protocol: str) -> Path:
-    """``<out_dir>/<dataset>/<threat_model>/<model>__<protocol>.json``."""
-    return Path(out_dir) / dataset / threat_model / f"{model}__{protocol}.json"
-
-
-def is_entry_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an entry (not a config, timing or plot file)."""
-    return ENTRY_NAME.match(Path(path).name) is not None
-
-
-def find_entries(out_dir: str | os.PathLike) -> list[Path]:
-    """Entry files under ``out_dir`` (``<dataset>/<threat_model>/<model>__<protocol>.json``), sorted."""
-    root = Path(out_dir)
-    return sorted(p for p in root.glob("*/*/*.json") if is_entry_path(p))
-
-
-def load_schema() -> dict:
-    """The JSON Schema of an entry (``lwta_plugin/schema/leaderboard.schema.json``)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def validate_entry(entry: Any) -> None:
-    """Raise ValueError if ``entry`` does not follow the schema (needs ``jsonschema``) or is inconsistent."""
-    try:
-        import jsonschema
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("validating leaderboard entries needs jsonschema (pip install jsonschema)") from None
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "<root>"
-        raise ValueError(f"leaderboard entry invalid at {where}: {e.message}"
-                         + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""))
-    for key, res in entry["attacks"].items():
-        if len(res["per_example_correct"]) != res["n_examples"]:
-            raise ValueError(f"attack {key!r}: per_example_correct has {len(res['per_example_correct'])} digits for "
-                             f"n_examples = {res['n_examples']}")
-        if max(decode_counts(res["per_example_correct"]), default=0) > res["passes"]:
-            raise ValueError(f"attack {key!r}: a per-example count exceeds passes = {res['passes']}")
-
-
-def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict]:
-    """Every entry under ``out_dir`` (validated; ValueError naming the file otherwise), with ``_path`` added."""
-    entries = []
-    for path in find_entries(out_dir):
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
-        if validate:
-            try:
-                validate_entry(entry)
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
-        entry["_path"] = str(path)
-        entries.append(entry)
-    return entries
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# rendering
+from .zoo import available_models
 
 _ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_2x", "eot_pgd_margin", "apgd_rand",
                  "transfer", "bpda")
 _PROTOCOL_ORDER = ("paper", "paper-concrete", "adaptive", "autoattack-rand", "smoke")
-PAPER_COLUMN_OF = {"clean": "Benign", "pgd": "PGD", "cw": "CW", "bsa": "BSA", "random": "Rand"}
-_ATTACK_OF_COLUMN = {v: k for k, v in PAPER_COLUMN_OF.items()}
 SORT_KEYS = ("robust", "clean", "model")
 
 
@@ -311,11 +56,6 @@ def sort_entries(entries: list[dict], sort: str = "robust") -> list[dict]:
     if sort == "clean":
         return sorted(base, key=lambda e: -e["attacks"]["clean"]["mean"])
     return sorted(base, key=lambda e: (sort not in e["attacks"], -e["attacks"].get(sort, {"mean": 0})["mean"]))
-
-
-def paper_percent(text: str) -> str:
-    """A value as printed in the paper (".935") as a percentage string ("93.5")."""
-    return f"{100 * paper_value(text):g}"
 
 
 def _training(entry: dict) -> str:
@@ -433,13 +173,6 @@ _INTRO = ("Accuracies in % with 95 % confidence intervals. Each prediction avera
           "accuracy. *unreliable*: an attack-failure indicator fired (see the notes).")
 
 
-_PAPER_TABLE_TITLES = {"Table 2": "Table 2: MNIST, the paper's networks",
-                       "Table 4": "Table 4: MNIST ablation (U = 2)",
-                       "Table 6": "Table 6: MNIST, FGSM adversarial training (Softmax, U = 2)",
-                       "Table 3": "Table 3: CIFAR-10, the paper's networks", "Table 5": "Table 5: CIFAR-10 ablation",
-                       "Table 7": "Table 7: CIFAR-10, FGSM adversarial training"}
-
-
 def _unreliable_attacks(entry: dict) -> set[str]:
     return {a for i in entry["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
             for a in i["attacks"]}
@@ -452,7 +185,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
     Returns ``(title, header, rows)`` per table."""
     by = {(e["model"], e["protocol"]["name"]): e for e in entries if e["dataset"] == dataset}
     out = []
-    for table in _TABLE_PRIORITY.get(dataset, ()):
+    for table in TABLES_OF_DATASET.get(dataset, ()):
         rows = [r for r in PAPER_TABLES if r["table"] == table and r["dataset"] == dataset]
         if not rows:
             continue
@@ -476,7 +209,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
             bad = _unreliable_attacks(entry)
             cells = []
             for c in PAPER_COLUMNS:
-                key = _ATTACK_OF_COLUMN[c]
+                key = ATTACK_OF_COLUMN[c]
                 res = entry["attacks"].get(key)
                 ours = "—" if res is None else (f"{100 * res['mean']:.1f} (n={res['n_examples']})"
                                                 + (" †" if key in bad else ""))
@@ -492,7 +225,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
             else:
                 strongest = "adaptive protocol not run"
             body.append([label, f"`{model}`", *cells, strongest])
-        out.append((_PAPER_TABLE_TITLES.get(table, table), header, body))
+        out.append((TABLE_TITLES.get(table, table), header, body))
     return out
 
 
@@ -643,7 +376,6 @@ def write_leaderboard(out_dir: str | os.PathLike = "leaderboard", sort: str = "r
     if sort not in known:
         raise ValueError(f"unknown sort key {sort!r}; expected robust, clean, model or an attack key "
                          f"({', '.join(sorted(known - set(SORT_KEYS)))})")
-    from .zoo import available_models
 
     shipped = {e["name"] for e in available_models()}
     md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command, shipped))

@@ -85,6 +85,37 @@ def list_models() -> list[str]:
     return names + [f"{n}_{v}" for v in VARIANTS if v for n in names]
 
 
+# What the parts of a name mean, for people: RobustBench's short ``architecture`` string and the model cards.
+CODE_NAMES = {"softmax": "Softmax (I10)", "logistic": "Logistic (I10)", "tanh16": "Tanh16 (Hadamard H16)",
+              "logisticens10": "LogisticEns10 (ensemble, I10)", "tanhens16": "TanhEns16 (ensemble, H16)"}
+CODE_DESCRIPTIONS = {
+    "softmax": "one-hot output code, softmax cross-entropy",
+    "logistic": "one-hot output code with independent sigmoid bits (binary cross-entropy)",
+    "tanh16": "16-bit Hadamard error-correcting output code with tanh bits (hinge loss)",
+    "logisticens10": "ensemble of 2 sub-networks, 10 sigmoid bits (one-hot code)",
+    "tanhens16": "ensemble of 4 sub-networks, 16-bit Hadamard code with tanh bits",
+}
+ACTIVATION_DESCRIPTIONS = {
+    "lwta": "stochastic local winner-takes-all (LWTA): units form blocks of U = {U} that compete; the winner of "
+            "each block is *sampled* from a softmax over the block (at training and at test time) and only it passes",
+    "lwtamax": "deterministic local winner-takes-all: in each block of U = {U} units only the largest passes",
+    "relu": "ReLU (the non-competitive baseline)",
+}
+
+
+def architecture_family(code: str) -> str:
+    """``ensemble`` or ``standard``: which of Verma & Swami's network families a code uses."""
+    return "ensemble" if code in ENSEMBLE_CODES else "standard"
+
+
+def describe_architecture(config: dict) -> str:
+    """RobustBench's ``architecture`` string from a model config dict."""
+    act = {"relu": "ReLU", "lwtamax": f"deterministic LWTA (U={config['U']})",
+           "lwta": f"stochastic LWTA (U={config['U']})"}[config["activation"]]
+    return (f"Verma & Swami {architecture_family(config['code'])} CNN, {act}{' + IBP' if config['ibp'] else ''}, "
+            f"{CODE_NAMES.get(config['code'], config['code'])} output code")
+
+
 def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.repeat(n, *([1] * (x.dim() - 1))) if n > 1 else x
 

@@ -24,20 +24,19 @@ import torch.nn.functional as F
 
 from lwta_plugin import __version__, evaluation
 from lwta_plugin.checkpoint import save_checkpoint
-from lwta_plugin.evaluation import (
-    EvaluationError,
-    IncompleteRunError,
+from lwta_plugin.entries import validate_entry
+from lwta_plugin.evaluation import EvaluationError, IncompleteRunError, evaluate, parse_shard
+from lwta_plugin.io import sha256_file
+from lwta_plugin.models import create_model
+from lwta_plugin.protocols import get_protocol
+from lwta_plugin.statistics import (
     confidence_interval,
-    evaluate,
-    parse_shard,
+    decode_counts,
+    encode_counts,
     stable_seed,
     summarize_counts,
     worst_case,
 )
-from lwta_plugin.io import sha256_file
-from lwta_plugin.leaderboard import decode_counts, encode_counts, validate_entry
-from lwta_plugin.models import create_model
-from lwta_plugin.protocols import get_protocol
 
 torch.set_num_threads(1)
 NAME = "lwta_ibp_softmax"

@@ -19,8 +19,9 @@ from lwta_plugin.attacks.indicators import (
     silent_success,
     unbounded_attack_failure,
 )
-from lwta_plugin.leaderboard import encode_counts, load_schema
+from lwta_plugin.entries import load_schema
 from lwta_plugin.protocols import get_protocol
+from lwta_plugin.statistics import encode_counts
 
 EPS = 0.3
 PGD = {"eps": EPS, "alpha": EPS / 8, "steps": 20}

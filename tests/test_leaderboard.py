@@ -12,25 +12,15 @@ from _tiny_models import fake_build_attack_for
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lwta_plugin import entries as entries_mod
 from lwta_plugin import evaluation, leaderboard
 from lwta_plugin.checkpoint import save_checkpoint
+from lwta_plugin.entries import find_entries, is_entry_path, pct, validate_entry
 from lwta_plugin.evaluation import evaluate, load_config
-from lwta_plugin.leaderboard import (
-    PAPER_COLUMNS,
-    PAPER_TABLES,
-    decode_counts,
-    encode_counts,
-    find_entries,
-    is_entry_path,
-    paper_rows,
-    pct,
-    render_html,
-    render_markdown,
-    sort_entries,
-    validate_entry,
-    write_leaderboard,
-)
+from lwta_plugin.leaderboard import render_html, render_markdown, sort_entries, write_leaderboard
 from lwta_plugin.models import create_model, list_models
+from lwta_plugin.paper import PAPER_COLUMNS, PAPER_TABLES, paper_rows
+from lwta_plugin.statistics import decode_counts, encode_counts
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,7 +198,7 @@ def test_schema_rejects_broken_entries(entry):
 
 
 def test_rendered_markdown(board):
-    entries = leaderboard.load_entries(board)
+    entries = entries_mod.load_entries(board)
     md = render_markdown(entries)
     assert "### `paper`" in md and "### `smoke`" in md and "SMOKE TEST" in md
     paper_section = md.split("### `paper`")[1].split("###")[0]
@@ -227,7 +217,7 @@ def test_rendered_markdown(board):
 
 
 def test_paper_tables_cell_by_cell(board):
-    entries = leaderboard.load_entries(board)
+    entries = entries_mod.load_entries(board)
     shipped = {"lwta_ibp_softmax", "relu_softmax", "lwta_softmax"}
     view = {t: rows for t, _, rows in leaderboard.paper_table_view(entries, "mnist", shipped)}
     assert list(view) == ["Table 2: MNIST, the paper's networks", "Table 4: MNIST ablation (U = 2)",
@@ -251,7 +241,7 @@ def test_paper_tables_cell_by_cell(board):
 
 
 def test_sorting(board):
-    entries = leaderboard.load_entries(board)
+    entries = entries_mod.load_entries(board)
     assert [e["model"] for e in sort_entries(entries, "model")] == ["lwta_ibp_softmax", "lwta_ibp_softmax",
                                                                      "relu_softmax"]
     robust = [e["worst_case"]["mean"] for e in sort_entries(entries, "robust")]
@@ -263,7 +253,7 @@ def test_sorting(board):
 
 
 def test_rendered_html(board):
-    page = render_html(leaderboard.load_entries(board))
+    page = render_html(entries_mod.load_entries(board))
     assert page.startswith("<!DOCTYPE html>") and page.count("<table class=\"lb\">") == 2
     assert "data-v=" in page and "<script>" in page and "addEventListener('click'" in page
     assert "`" not in page.split("<script>")[0] and "<td>lwta_ibp_softmax</td>" in page

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..leaderboard import decode_counts
+from ..statistics import correct_counts, decode_counts
 
 WHITE_BOX_ITERATIVE = ("pgd", "eot_pgd", "eot_pgd_margin", "apgd_rand", "bpda")
 ONE_STEP = ("fgsm",)
@@ -257,8 +257,6 @@ def correct_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes:
     model.eval()
     try:
         if hasattr(model, "using"):
-            from ..evaluation import correct_counts
-
             counts = torch.tensor(correct_counts(model, x, y, passes, samples or model.samples))
         else:
             with torch.no_grad():

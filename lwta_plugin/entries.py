@@ -1,0 +1,99 @@
+"""Leaderboard entries: their format, their files, and their validation (the layer evaluation writes and the
+leaderboard reads).
+
+Files
+-----
+``leaderboard/<dataset>/<threat_model>/<model>__<protocol>.json``
+    One entry, written by ``lwta evaluate``. It keeps every field of RobustBench's ``model_info`` JSON with the
+    same name, type and meaning (percentages as strings with two decimals) and adds what a random model needs;
+    ``lwta_plugin/schema/leaderboard.schema.json`` is the contract. No time-dependent field: rerunning the same
+    command gives a byte-identical file.
+``<model>__<protocol>.timing.json`` (beside it)
+    Wall-clock seconds per attack, start/end dates, threads: kept out of the entry so entries are reproducible.
+
+Per-example results are stored compactly: ``per_example_correct`` is a string with one base-36 digit per test
+image (in test-set order) = the number of the ``passes`` predictions of that image that were correct
+(:func:`lwta_plugin.statistics.decode_counts`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .statistics import decode_counts
+
+FORMAT = "lwta-plugin/leaderboard-entry-1"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
+ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
+
+
+def pct(fraction: float) -> str:
+    """RobustBench's percentage string: 0.93456 -> "93.46"."""
+    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 <= fraction <= 1):
+        raise ValueError(f"expected a fraction in [0, 1], got {fraction!r}")
+    return f"{100 * fraction:.2f}"
+
+
+
+def entry_path(out_dir: str | os.PathLike, dataset: str, threat_model: str, model: str, protocol: str) -> Path:
+    """``<out_dir>/<dataset>/<threat_model>/<model>__<protocol>.json``."""
+    return Path(out_dir) / dataset / threat_model / f"{model}__{protocol}.json"
+
+
+def is_entry_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an entry (not a config, timing or plot file)."""
+    return ENTRY_NAME.match(Path(path).name) is not None
+
+
+def find_entries(out_dir: str | os.PathLike) -> list[Path]:
+    """Entry files under ``out_dir`` (``<dataset>/<threat_model>/<model>__<protocol>.json``), sorted."""
+    root = Path(out_dir)
+    return sorted(p for p in root.glob("*/*/*.json") if is_entry_path(p))
+
+
+def load_schema() -> dict:
+    """The JSON Schema of an entry (``lwta_plugin/schema/leaderboard.schema.json``)."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_entry(entry: Any) -> None:
+    """Raise ValueError if ``entry`` does not follow the schema (needs ``jsonschema``) or is inconsistent."""
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("validating leaderboard entries needs jsonschema (pip install jsonschema)") from None
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+        raise ValueError(f"leaderboard entry invalid at {where}: {e.message}"
+                         + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""))
+    for key, res in entry["attacks"].items():
+        if len(res["per_example_correct"]) != res["n_examples"]:
+            raise ValueError(f"attack {key!r}: per_example_correct has {len(res['per_example_correct'])} digits for "
+                             f"n_examples = {res['n_examples']}")
+        if max(decode_counts(res["per_example_correct"]), default=0) > res["passes"]:
+            raise ValueError(f"attack {key!r}: a per-example count exceeds passes = {res['passes']}")
+
+
+def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict]:
+    """Every entry under ``out_dir`` (validated; ValueError naming the file otherwise), with ``_path`` added."""
+    entries = []
+    for path in find_entries(out_dir):
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from None
+        if validate:
+            try:
+                validate_entry(entry)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+        entry["_path"] = str(path)
+        entries.append(entry)
+    return entries
