@@ -1,17 +1,18 @@
 """lwta-plugin: stochastic LWTA + IBP + ECOC networks for RobustBench and torchattacks.
 
 ``import lwta_plugin`` is cheap (no torch, no robustbench): it installs a hook that registers the plugin's
-models in RobustBench's zoo when robustbench is imported (see :mod:`lwta_plugin.zoo`). The zoo API below is
-loaded on first use.
+models in RobustBench's zoo when robustbench is imported (see :mod:`lwta_plugin.compat`). The zoo API below
+(:mod:`lwta_plugin.zoo`) is loaded on first use.
 """
 __version__ = "0.1.0"
 
 from .compat import install_robustbench_hook as _install_robustbench_hook
+from .compat import register_robustbench as register_robustbench  # public API (re-export)
 
 _install_robustbench_hook()
 
 _ZOO_API = ("load_model", "set_default_samples", "get_default_samples", "default_samples", "available_models",
-            "register_checkpoint", "register_robustbench", "ModelNotAvailableError")
+            "register_checkpoint", "ModelNotAvailableError")
 
 
 def __getattr__(name: str):

@@ -4,8 +4,8 @@ Every number on a card comes from the checkpoint, its manifest entry, or a measu
 (:func:`measure_clean_accuracy` on the test set), never typed by hand. Cards state no robust accuracy: random models
 need EOT and adaptive attacks, whose results live in the leaderboard.
 
-Command: ``python -m lwta_plugin.cards [--model NAME ...] [--dataset mnist] [--repeats 3]`` (or ``lwta cards``
-once wired into the CLI via :func:`add_cards_parser`).
+Command: ``lwta cards [--model NAME ...] [--dataset mnist] [--repeats 3]`` or, the same,
+``python -m lwta_plugin.cards ...`` (the form each card records).
 """
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .data import load_tensors
 from .io import atomic_write_text
 from .models import ACTIVATION_DESCRIPTIONS, CODE_DESCRIPTIONS, LWTANet, architecture_family, count_parameters
 from .paper import CITATION
@@ -157,33 +159,48 @@ def card_path(name: str, dataset: str, store: str | os.PathLike | None = None) -
     return Path(store or weights_dir()) / dataset / f"{name}.md"
 
 
-def write_card(name: str, dataset: str = "mnist", store: str | os.PathLike | None = None, repeats: int = 3,
-               samples: int | None = None, limit: int | None = None, batch_size: int = 500, seed: int = 0,
-               data_root: str | None = None, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Path:
+@dataclass(frozen=True)
+class Measurement:
+    """How a card measures clean accuracy (:func:`measure_clean_accuracy`)."""
+
+    repeats: int = 3  # passes over the test set
+    samples: int | None = None  # stochastic passes averaged per prediction (None: the zoo's default S)
+    limit: int | None = None  # first N test images only
+    batch_size: int = 500
+    seed: int = 0
+
+    def command(self, name: str, dataset: str, samples: int) -> str:
+        """The command that writes the same card (recorded on it); ``samples``: the S actually used."""
+        return (f"python -m lwta_plugin.cards --model {name} --dataset {dataset} --repeats {self.repeats}"
+                + (f" --samples {samples}" if self.samples else "") + (f" --limit {self.limit}" if self.limit else "")
+                + (f" --seed {self.seed}" if self.seed else ""))
+
+
+def write_card(name: str, dataset: str = "mnist", store: str | os.PathLike | None = None,
+               measurement: Measurement | None = None, *, data_root: str | None = None,
+               x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Path:
     """Measure and write the card of a shipped model; returns its path.
 
     The test set comes from :func:`lwta_plugin.data.load_tensors` unless ``x``, ``y`` are given.
     """
+    m = measurement or Measurement()
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; available: {', '.join(DATASETS)}")
     entry = read_manifest(store)["models"].get(f"{dataset}/{name}")
     if entry is None:
         raise ValueError(f"{dataset}/{name} is not shipped in the weight store; ship it first "
                          "(python scripts/ship_model.py CHECKPOINT)")
-    S = samples or get_default_samples()
+    S = m.samples or get_default_samples()
     model = load_model(name, dataset=dataset, samples=S, store=store)
     if x is None:
-        from .data import load_tensors
-
-        x, y = load_tensors(dataset, "test", root=data_root, limit=limit)
-    accuracy = measure_clean_accuracy(model, x, y, samples=S, repeats=repeats, batch_size=batch_size, seed=seed)
-    command = f"python -m lwta_plugin.cards --model {name} --dataset {dataset} --repeats {repeats}" \
-              + (f" --samples {S}" if samples else "") + (f" --limit {limit}" if limit else "") \
-              + (f" --seed {seed}" if seed else "")
+        x, y = load_tensors(dataset, "test", root=data_root, limit=m.limit)
+    accuracy = measure_clean_accuracy(model, x, y, samples=S, repeats=m.repeats, batch_size=m.batch_size,
+                                      seed=m.seed)
+    command = m.command(name, dataset, S)
     return atomic_write_text(card_path(name, dataset, store), render_card(entry, model, accuracy, command))
 
 
-def add_cards_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``lwta cards [--model NAME ...] [--dataset mnist] [--repeats 3] ...``: (re)generate model cards."""
     p = subparsers.add_parser("cards", help="write the Markdown model card of shipped models (measures accuracy)")
     _add_arguments(p)
@@ -209,9 +226,9 @@ def _cards_command(args: argparse.Namespace) -> int:
     names = args.model or [e["name"] for e in available_models(args.dataset, args.store)]
     if not names:
         raise ValueError(f"no shipped {args.dataset} models in the weight store; nothing to do")
+    measurement = Measurement(repeats=args.repeats, samples=args.samples, limit=args.limit, seed=args.seed)
     for name in names:
-        path = write_card(name, args.dataset, args.store, args.repeats, args.samples, args.limit, seed=args.seed,
-                          data_root=args.data_root)
+        path = write_card(name, args.dataset, args.store, measurement, data_root=args.data_root)
         print(path)
     return 0
 

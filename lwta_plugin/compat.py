@@ -1,5 +1,8 @@
-"""Import shims and fixes that make robustbench 1.1.1 (as installed from PyPI) usable with this plugin.
+"""All RobustBench integration: the fixes that make robustbench 1.1.1 (as installed from PyPI) usable, and the
+registration of MNIST and the plugin's models in its zoo.
 
+Fixes and guards
+----------------
 * robustbench does ``from autoattack import AutoAttack`` and ``from autoattack.state import EvaluationState``, but
   its PyPI dependency ``pyautoattack`` installs the module ``pyautoattack``.
   :func:`ensure_robustbench_importable` aliases ``autoattack`` (and its loaded submodules) to ``pyautoattack`` in
@@ -25,21 +28,58 @@
   above and registers the plugin's models when robustbench is first imported, so ``import lwta_plugin`` does not
   import robustbench (or torch) itself and works without robustbench installed.
 
-This module imports neither torch nor robustbench at import time.
+How MNIST (and the plugin's models) are added to RobustBench 1.1.1
+------------------------------------------------------------------
+RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`` by parsing ``dataset`` into the
+``BenchmarkDataset`` enum, ``threat_model`` into ``ThreatModel``, looking up
+``model_dicts[dataset][threat_model][model_name] = {'model': factory, 'gdrive_id': ...}``, downloading the file to
+``<model_dir>/<dataset>/<threat_model>/<name>.pt`` if missing and loading its state dict into ``factory()``.
+:func:`register_robustbench` (run by the post-import hook when robustbench is first imported after
+``import lwta_plugin``) does, idempotently:
+
+1. **Enum member.** ``BenchmarkDataset`` is referenced by class identity from many modules and is the key type of
+   several dicts (``model_dicts``, data loaders, ``DATASET_CLASSES``) and of references users already hold, so a
+   new Enum class rebound in RobustBench's modules would orphan all of those. Instead the member ``mnist =
+   'mnist'`` is added to the *existing* class in place (:func:`extend_enum`, the technique of
+   ``aenum.extend_enum``: ``EnumType._add_member_`` on Python >= 3.13, else the ``_member_map_``,
+   ``_member_names_`` and ``_value2member_map_`` tables), then checked (``BenchmarkDataset('mnist') is
+   BenchmarkDataset.mnist``, iteration, membership). Existing members are untouched. If the check fails (a
+   future Python), MNIST is not added to the enum and a warning says so; step 3 still serves ``dataset='mnist'``.
+2. **Entries.** ``model_dicts[mnist][Linf|L2]`` are created and the plugin's names appended to cifar10's Linf and
+   L2 dicts. RobustBench's names are never replaced (a collision raises).
+3. **Interception.** ``robustbench.utils.load_model`` (and its re-exports ``robustbench.load_model``,
+   ``robustbench.eval.load_model``) is wrapped: a plugin name on a plugin data set goes to
+   :func:`lwta_plugin.zoo.load_model` (store lookup, sha256, ``weights_only``, validation, ``S``); everything
+   else to RobustBench's original, unchanged. A reference to the original taken *before* the plugin was imported still works: each entry's
+   ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
+   ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
+   store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
+   validation and ``S``.
+4. **Data.** ``robustbench.data`` gets an offline MNIST test-set loader (via :mod:`lwta_plugin.data`) and
+   ``DATASET_CLASSES[mnist] = 10``, so ``benchmark(..., dataset='mnist')`` works for deterministic models.
+   ``benchmark()`` refuses random models (see above for why and what to run instead).
+
+This module imports neither torch nor robustbench at import time (nor the plugin's torch-based modules: the
+weight store, :mod:`lwta_plugin.zoo`, is imported when the models are registered).
 """
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import importlib
 import importlib.abc
 import importlib.util
 import sys
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 _HOOK_MARK = "_lwta_plugin_hook"
 _PATCH_MARK = "_lwta_plugin_patched"
+ROBUSTBENCH_DATASETS = ("mnist", "cifar10")  # the data sets whose RobustBench zoo lists the plugin's models
+SENTINEL = "lwta-plugin:"  # gdrive_id prefix of the plugin's entries: "lwta-plugin:<dataset>/<name>"
+_ENTRY_MARK = "lwta_plugin"  # key marking the plugin's entries in RobustBench's model_dicts
 EVALUATE_HINT = "lwta evaluate --model <name> --dataset <dataset> --protocol autoattack-rand"
 
 
@@ -226,6 +266,147 @@ def patch_robustbench_benchmark() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# registration: MNIST and the plugin's models in RobustBench's zoo
+
+
+def extend_enum(cls: type[enum.Enum], name: str, value: Any) -> enum.Enum:
+    """Add member ``name = value`` to an existing Enum class in place (idempotent); returns the member."""
+    if name in cls._member_map_:
+        member = cls._member_map_[name]
+        if member.value != value:
+            raise ValueError(f"{cls.__name__}.{name} exists with value {member.value!r}, not {value!r}")
+        return member
+    if value in cls._value2member_map_:
+        raise ValueError(f"{cls.__name__} already has value {value!r} ({cls._value2member_map_[value]})")
+    member = object.__new__(cls)
+    member._name_ = name
+    member._value_ = value
+    member.__objclass__ = cls
+    member.__init__(value)
+    if hasattr(cls, "_add_member_"):  # Python >= 3.13: sets the attribute and _member_map_
+        cls._add_member_(name, member)
+    else:
+        type.__setattr__(cls, name, member)
+        cls._member_map_[name] = member
+    if name not in cls._member_names_:  # iteration order, len()
+        cls._member_names_.append(name)
+    cls._value2member_map_[value] = member
+    if not (cls(value) is member and cls[name] is member and getattr(cls, name) is member and member in cls
+            and member in list(cls)):
+        raise RuntimeError(f"extending {cls.__name__} with {name!r} did not produce a working member")
+    return member
+
+
+def is_plugin_model(model_name: Any, dataset: Any) -> bool:
+    """Whether ``(model_name, dataset)`` is served by this plugin (used by the RobustBench interception)."""
+    from .models import list_models
+    from .zoo import DATASETS
+
+    dataset = dataset.value if isinstance(dataset, enum.Enum) else dataset
+    return isinstance(model_name, str) and model_name in list_models() and dataset in DATASETS
+
+
+def _robustbench_factory(name: str, dataset: str) -> Any:
+    """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
+    from .zoo import prepared_architecture
+
+    return prepared_architecture(name, dataset)
+
+
+def _robustbench_download_hook(original):
+    """``download_gdrive_new`` that serves the plugin's sentinel ids from the weight store (never downloading)."""
+    @functools.wraps(original)
+    def download_gdrive_new(gdrive_id, fname_save):
+        if not (isinstance(gdrive_id, str) and gdrive_id.startswith(SENTINEL)):
+            return original(gdrive_id, fname_save)
+        from .zoo import copy_shipped
+
+        dataset, name = gdrive_id[len(SENTINEL):].split("/", 1)
+        copy_shipped(name, dataset, fname_save)
+
+    setattr(download_gdrive_new, _PATCH_MARK, True)
+    return download_gdrive_new
+
+
+def _robustbench_load_model_wrapper(original):
+    """RobustBench's ``load_model`` that hands the plugin's models to :func:`lwta_plugin.zoo.load_model`."""
+    @functools.wraps(original)
+    def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
+                    custom_checkpoint="", norm=None):
+        if is_plugin_model(model_name, dataset):
+            from .zoo import load_model
+
+            return load_model(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+        return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+
+    setattr(load_model_, _PATCH_MARK, True)
+    load_model_._lwta_original = original
+    return load_model_
+
+
+def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_test=None):
+    """RobustBench's clean-data loader signature; ``data_dir`` is used if it holds torchvision's MNIST files,
+    otherwise the offline copy (see :mod:`lwta_plugin.data`)."""
+    from .data import load_tensors
+
+    return load_tensors("mnist", "test", root=data_dir, limit=n_examples)
+
+
+def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_models: list[enum.Enum]) -> None:
+    """Append the plugin's names to ``model_dicts[dataset][threat_model]``; a RobustBench name is never replaced."""
+    from .models import list_models
+
+    for ds_name, member in datasets.items():
+        per_threat = model_dicts.setdefault(member, OrderedDict())
+        for tm in threat_models:
+            entries = per_threat.setdefault(tm, OrderedDict())
+            for name in list_models():
+                if name in entries and not entries[name].get(_ENTRY_MARK):
+                    raise RuntimeError(f"RobustBench already has a model named {name!r} ({ds_name}/{tm.value})")
+                entries[name] = {"model": functools.partial(_robustbench_factory, name, ds_name),
+                                 "gdrive_id": f"{SENTINEL}{ds_name}/{name}", "preprocessing": None,
+                                 _ENTRY_MARK: True}
+
+
+def register_robustbench() -> bool:
+    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if not installed."""
+    try:
+        ensure_robustbench_importable()
+        import robustbench
+        import robustbench.data as rb_data
+        import robustbench.eval as rb_eval
+        import robustbench.utils as rb_utils
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    except ModuleNotFoundError as e:
+        if e.name == "robustbench":
+            return False
+        raise
+
+    datasets = {"cifar10": BenchmarkDataset.cifar_10}
+    try:
+        datasets["mnist"] = extend_enum(BenchmarkDataset, "mnist", "mnist")
+    except (RuntimeError, ValueError, AttributeError, TypeError) as e:
+        warnings.warn(f"lwta-plugin could not add MNIST to RobustBench's BenchmarkDataset ({e}); "
+                      "robustbench.utils.load_model(..., dataset='mnist') still loads the plugin's models",
+                      RuntimeWarning, stacklevel=2)
+    _add_entries(model_dicts, datasets, [ThreatModel.Linf, ThreatModel.L2])
+    if "mnist" in datasets:
+        rb_data._clean_dataset_loaders.setdefault(datasets["mnist"], _load_mnist_for_robustbench)
+        rb_utils.DATASET_CLASSES.setdefault(datasets["mnist"], 10)
+
+    if not getattr(rb_utils.download_gdrive_new, _PATCH_MARK, False):
+        rb_utils.download_gdrive_new = _robustbench_download_hook(rb_utils.download_gdrive_new)
+    original = rb_utils.load_model
+    if not getattr(original, _PATCH_MARK, False):
+        wrapped = _robustbench_load_model_wrapper(original)
+        for module in (rb_utils, robustbench, rb_eval):
+            if getattr(module, "load_model", None) is original:
+                module.load_model = wrapped
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # post-import hook
 
 
@@ -234,8 +415,6 @@ def _after_robustbench_import() -> None:
 
     try:
         patch_robustbench_benchmark()
-        from .zoo import register_robustbench
-
         register_robustbench()
         robustbench._lwta_plugin_registered = True
     except Exception as e:  # never break robustbench's own models because of the plugin

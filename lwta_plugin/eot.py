@@ -17,7 +17,7 @@ randomness is drawn independently per row, e.g. dropout).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,13 +76,32 @@ def sample_outputs(model: nn.Module, x: torch.Tensor, n: int, outputs: tuple[str
     return (out,) * len(outputs)
 
 
-def reduce_samples(out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
-    """Average ``[n, B, C]`` outputs: ``logits`` the mean, ``probs`` the log of the mean softmax probabilities."""
+def reduce_chunk(out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """One chunk of draws ``[k, B, C]`` reduced to ``[B, C]``: the sum of the outputs (``logits``) or the logsumexp
+    of the log-probabilities (``probs``); :func:`combine_chunks` turns the chunks of ``n`` draws into their mean."""
     if reduction == "logits":
-        return out.mean(0)
+        return out.sum(0)
     if reduction == "probs":
-        return torch.logsumexp(torch.log_softmax(out, -1), 0) - math.log(out.shape[0])
+        return torch.logsumexp(torch.log_softmax(out, -1), 0)
     raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+
+
+def combine_chunks(chunks: Sequence[torch.Tensor], n: int, reduction: Reduction) -> torch.Tensor:
+    """The reduction of ``n`` draws from their chunks' :func:`reduce_chunk`: the mean output (``logits``) or the
+    log of the mean softmax probabilities (``probs``), ``[B, C]``."""
+    if reduction == "logits":
+        return torch.stack(list(chunks)).sum(0) / n
+    if reduction == "probs":
+        return torch.logsumexp(torch.stack(list(chunks)), 0) - math.log(n)
+    raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+
+
+def reduce_samples(out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Average ``[n, B, C]`` outputs: ``logits`` the mean, ``probs`` the log of the mean softmax probabilities.
+
+    Computed as one chunk of :func:`reduce_chunk` and :func:`combine_chunks`, so that a reduction in one pass and
+    one in chunks (:class:`EOT`) are the same computation."""
+    return combine_chunks([reduce_chunk(out, reduction)], out.shape[0], reduction)
 
 
 def _saved_bytes_per_row(model: nn.Module, x: torch.Tensor, output: str | None, stochastic: bool | None) -> int:
@@ -144,7 +163,8 @@ class EOT(nn.Module):
     def n_classes(self) -> int | None:
         return getattr(self.model, "n_classes", None)
 
-    def _one(self, x: torch.Tensor, n: int) -> torch.Tensor:
+    def _draws(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """The wrapped model's outputs for ``n`` draws, ``[n, B, C]``."""
         return sample_outputs(self.model, x, n, (self.output or getattr(self.model, "output", "logits"),),
                               self.stochastic_override)[0]
 
@@ -160,22 +180,18 @@ class EOT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.stochastic or self.n_samples == 1:
-            return self._one(x, 1)[0]
+            return self._draws(x, 1)[0]
         n = self.n_samples
         chunk = self.chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel())
         sizes = _chunks(n, int(chunk))
         ckpt = self._use_checkpoint(x, len(sizes))
-        parts = []
+        reduced = []
         for k in sizes:
-            # Per chunk: the sum of outputs (logits) or the logsumexp of log-probabilities (probs), [B, C].
-            def part(xc: torch.Tensor, k: int = k) -> torch.Tensor:
-                out = self._one(xc, k)
-                return out.sum(0) if self.reduction == "logits" else torch.logsumexp(torch.log_softmax(out, -1), 0)
+            def draw_and_reduce(xc: torch.Tensor, k: int = k) -> torch.Tensor:
+                return reduce_chunk(self._draws(xc, k), self.reduction)
 
-            parts.append(_checkpoint(part, x, use_reentrant=False) if ckpt else part(x))
-        if self.reduction == "logits":
-            return torch.stack(parts).sum(0) / n
-        return torch.logsumexp(torch.stack(parts), 0) - math.log(n)
+            reduced.append(_checkpoint(draw_and_reduce, x, use_reentrant=False) if ckpt else draw_and_reduce(x))
+        return combine_chunks(reduced, n, self.reduction)
 
 
 # ------------------------------------------------------------------------------------------------- losses
@@ -233,7 +249,7 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
     xg = x.detach().requires_grad_()
     grad = torch.zeros_like(xg)
     total = x.new_zeros(B)
-    lse = []
+    reduced = []
     outputs = (output, "logits") if output != "logits" else ("logits",)
     with torch.enable_grad():
         for k in _chunks(n, chunk):
@@ -242,9 +258,8 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
             (g,) = torch.autograd.grad(per.sum() / n, xg)
             grad += g
             total += per.detach().sum(0)
-            lse.append(torch.logsumexp(torch.log_softmax(outs[-1].detach(), -1), 0))
-    log_probs = torch.logsumexp(torch.stack(lse), 0) - math.log(n)
-    return EOTGradient(grad, total / n, log_probs)
+            reduced.append(reduce_chunk(outs[-1].detach(), "probs"))
+    return EOTGradient(grad, total / n, combine_chunks(reduced, n, "probs"))
 
 
 @torch.inference_mode()
@@ -253,6 +268,6 @@ def eot_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 1, chunk_siz
     """Log of the mean class probabilities over ``n_samples`` draws, ``[B, C]`` (scoring only, no autograd)."""
     n = int(n_samples) if is_stochastic(model, stochastic) else 1
     chunk = int(chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel()))
-    lse = [torch.logsumexp(torch.log_softmax(sample_outputs(model, x, k, ("logits",), stochastic)[0], -1), 0)
-           for k in _chunks(n, chunk)]
-    return torch.logsumexp(torch.stack(lse), 0) - math.log(n)
+    reduced = [reduce_chunk(sample_outputs(model, x, k, ("logits",), stochastic)[0], "probs")
+               for k in _chunks(n, chunk)]
+    return combine_chunks(reduced, n, "probs")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
 import os
 from pathlib import Path
 
 from .entries import load_entries
 from .io import atomic_write_text
+from .ladder import ladder_markdown, ladder_plot, ladder_rows
 from .paper import (
     ATTACK_OF_COLUMN,
     PAPER_COLUMN_OF,
@@ -29,6 +31,7 @@ from .zoo import available_models
 _ATTACK_ORDER = ("pgd", "cw", "bsa", "random", "fgsm", "noise", "eot_pgd", "eot_pgd_2x", "eot_pgd_margin", "apgd_rand",
                  "transfer", "bpda")
 _PROTOCOL_ORDER = ("paper", "paper-concrete", "adaptive", "autoattack-rand", "smoke")
+LADDER_PLOT = "{dataset}/Linf/plots/ladder.png"  # relative to the leaderboard directory
 SORT_KEYS = ("robust", "clean", "model")
 
 
@@ -251,7 +254,7 @@ def _md_escape(text: str) -> str:
 
 
 def render_markdown(entries: list[dict], sort: str = "robust", command: str = "lwta leaderboard",
-                    shipped: set[str] | None = None) -> str:
+                    shipped: set[str] | None = None, plots: bool = False) -> str:
     """``leaderboard/README.md``: one table per data set, threat model and protocol, then the paper's tables cell
     by cell (``shipped``: the zoo's model names, to tell untrained rows from unevaluated ones)."""
     lines = ["# lwta-plugin leaderboard", "",
@@ -287,6 +290,7 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
         if view:
             lines += [f"## The paper's tables, cell by cell ({dataset})", "", _PAPER_VIEW_NOTE, ""]
         lines += paper_tables_markdown(view)
+        lines += ladder_markdown(entries, dataset, LADDER_PLOT.format(dataset=dataset) if plots else None)
     lines += ["## Notes on the paper's numbers", ""] + [f"- {n}" for n in PAPER_NOTES] + [""]
     return "\n".join(lines)
 
@@ -378,12 +382,18 @@ def write_leaderboard(out_dir: str | os.PathLike = "leaderboard", sort: str = "r
                          f"({', '.join(sorted(known - set(SORT_KEYS)))})")
 
     shipped = {e["name"] for e in available_models()}
-    md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command, shipped))
+    plots = False
+    for dataset in sorted({e["dataset"] for e in entries}):
+        ladders = ladder_rows(entries, dataset)
+        if ladders and importlib.util.find_spec("matplotlib") is not None:
+            ladder_plot(ladders, out / LADDER_PLOT.format(dataset=dataset))
+            plots = True
+    md = atomic_write_text(out / "README.md", render_markdown(entries, sort, command, shipped, plots))
     page = atomic_write_text(out / "index.html", render_html(entries, sort, command))
     return md, page
 
 
-def add_leaderboard_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``lwta leaderboard [--out-dir leaderboard] [--sort robust|clean|model|<attack>]``."""
     p = subparsers.add_parser("leaderboard", help="render leaderboard/README.md and index.html from the entries",
                               description="Validate every entry under --dir against the schema and render "

@@ -9,7 +9,6 @@ class logits, so it can be attacked by torchattacks and benchmarked by RobustBen
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .codes import OUTPUTS, ECOCDecoder, get_code
+from .eot import reduce_samples
 from .layers import Sampling, StochasticConv2d, StochasticLinear, set_sampling, stochastic_layers
 
 CODES = ("softmax", "logistic", "tanh16", "logisticens10", "tanhens16")
@@ -311,9 +311,8 @@ class LWTANet(nn.Module):
         out = self.forward_samples(x, S) if self.training else self.forward_samples_chunked(x, S)
         if S == 1:
             return out[0]
-        if self.output == "logits":
-            return torch.logsumexp(torch.log_softmax(out, -1), 0) - math.log(S)
-        return out.mean(0)
+        # the inference rule: mean class probabilities for the logits output, mean scores for the other outputs
+        return reduce_samples(out, "probs" if self.output == "logits" else "logits")
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training data loss of the code and the raw outputs of one pass."""

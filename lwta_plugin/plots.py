@@ -18,11 +18,12 @@ called by ``lwta evaluate --plots``):
 ``<name>__plots.json``
     Every plotted number and setting (seed, images, steps), so a plot can be checked or redrawn.
 
-The attacks here are a small built-in PGD (random start, step ``2.5 eps / steps``, cross-entropy of the decoded
-logits, EOT = the mean loss of ``eot`` stochastic passes in one batched forward pass), kept cheap on purpose:
-a few dozen images and a few steps. These are diagnostics, not robustness estimates (those are the protocols of
-:mod:`lwta_plugin.protocols`). Accuracy = mean over ``passes`` predictions per image, each averaging
-``model.samples`` stochastic passes (the model's inference rule). Each part is seeded from ``(seed, name, part)``.
+The attack is the package's L-inf PGD (:class:`lwta_plugin.attacks.PGD`: random start, step ``2.5 eps / steps``,
+cross-entropy of the decoded logits, EOT = the mean loss gradient over ``eot`` stochastic passes, best iterate
+returned), kept cheap on purpose: a few dozen images and a few steps (:class:`PlotSettings`). These are
+diagnostics, not robustness estimates (those are the protocols of :mod:`lwta_plugin.protocols`). Accuracy = mean
+over ``passes`` predictions per image, each averaging ``model.samples`` stochastic passes (the model's inference
+rule). Each part is seeded from ``(seed, name, part)``.
 
 Matplotlib is used through its object API with the Agg canvas: no pyplot, no global backend change.
 """
@@ -34,32 +35,61 @@ import io
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from .attacks import PGD
+from .evaluation.loading import load_model_for_evaluation, load_test_data, pair_checkpoints
 from .io import atomic_write, atomic_write_json
+from .layers import StochasticConv2d, StochasticLinear
+from .protocols import EPS
+from .statistics import correct_counts, seed_everything, stable_seed
 
 PLOTS_FORMAT = "lwta-plugin/plots-1"
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 EOT_VALUES = (1, 2, 4, 8)
 
 
-def _eps(dataset: str) -> float:
-    from .protocols import EPS
+@dataclass(frozen=True)
+class PlotSettings:
+    """What :func:`make_plots` computes: the first ``n_images`` images; PGD with ``steps`` steps; ``passes``
+    predictions per image; eps at ``eps_fractions`` of the data set's eps; ``eot_values`` EOT samples per
+    gradient; a ``trajectory_steps``-step PGD for Fig. 3; ``winner_samples`` stochastic passes and at most
+    ``max_units`` units shown for Fig. 2."""
 
+    n_images: int = 32
+    steps: int = 10
+    passes: int = 4
+    eps_fractions: tuple[float, ...] = EPS_FRACTIONS
+    eot_values: tuple[int, ...] = EOT_VALUES
+    trajectory_steps: int = 40
+    winner_samples: int = 5
+    max_units: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("n_images", "steps", "passes", "trajectory_steps", "winner_samples", "max_units"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "eps_fractions", tuple(self.eps_fractions))
+        object.__setattr__(self, "eot_values", tuple(self.eot_values))
+        if not self.eot_values or min(self.eot_values) < 1:
+            raise ValueError(f"eot_values must be integers >= 1, got {self.eot_values}")
+
+
+def _eps(dataset: str) -> float:
     if dataset not in EPS:
         raise ValueError(f"no eps for data set {dataset!r}; known: {sorted(EPS)}")
     return EPS[dataset]
 
 
-def _bar(total: int, desc: str, progress: bool):
+def _bar(total: int, desc: str, progress: bool) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # slow to import: only when a bar is shown
 
     return tqdm(total=total, desc=desc, unit="setting", file=sys.stderr, leave=False)
 
@@ -68,44 +98,33 @@ def _bar(total: int, desc: str, progress: bool):
 # attack and accuracy
 
 
-def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, eot: int = 1,
-        alpha: float | None = None, record: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """L-inf PGD with random start on the cross-entropy of the decoded logits, averaged over ``eot`` passes.
-
-    ``record``: if given, the raw output logits (``output="raw"``) of one stochastic pass on the current
-    adversarial image are appended before every step and after the last one (``steps + 1`` tensors).
-    """
-    if eps <= 0 or steps < 1:
+def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, eot: int = 1,
+        on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """The package's L-inf PGD (:class:`~lwta_plugin.attacks.PGD`, step ``2.5 eps / steps``) with ``eot`` EOT
+    samples per gradient; ``x`` itself for eps 0. ``on_step`` receives every point of the path (``steps + 1``)."""
+    if eps <= 0:
         return x.clone()
-    alpha = 2.5 * eps / steps if alpha is None else alpha
-    x0 = x.detach()
-    xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)
-    with torch.enable_grad():
-        for _ in range(steps):
-            if record is not None:
-                with torch.no_grad():
-                    record.append(model.forward_samples(xa, 1, "raw")[0].detach().clone())
-            xa.requires_grad_(True)
-            logits = model.forward_samples(xa, eot, "logits")  # [eot, B, C]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(eot))
-            (g,) = torch.autograd.grad(loss, xa)
-            xa = (xa.detach() + alpha * g.sign()).clamp(x0 - eps, x0 + eps).clamp(0, 1)
-    if record is not None:
+    return PGD(model, eps=eps, steps=steps, eot_samples=eot, on_step=on_step)(x, y)
+
+
+def raw_logits_recorder(model: torch.nn.Module, store: list[torch.Tensor]) -> Callable[[torch.Tensor], None]:
+    """A PGD ``on_step`` callback appending the raw output logits (``output="raw"``) of one stochastic pass on the
+    current adversarial images to ``store``."""
+    def record(x_t: torch.Tensor) -> None:
         with torch.no_grad():
-            record.append(model.forward_samples(xa, 1, "raw")[0].detach().clone())
-    return xa.detach()
+            store.append(model.forward_samples(x_t, 1, "raw")[0].detach().clone())
+
+    return record
 
 
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, passes: int) -> float:
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int) -> float:
     """Mean over images and ``passes`` predictions (each averaging ``model.samples`` passes) of correctness."""
-    from .evaluation import correct_counts
-
     counts = correct_counts(model, x, y, passes, model.samples)
     return sum(counts) / (passes * len(counts))
 
 
-def accuracy_vs_eps(model, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], steps: int,
-                    passes: int, progress: bool = False) -> list[float]:
+def accuracy_vs_eps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
+                    steps: int, passes: int, progress: bool = False) -> list[float]:
     """Accuracy under PGD (``steps`` steps, no EOT) for each eps (0: clean)."""
     out = []
     bar = _bar(len(eps_values), "acc vs eps", progress)
@@ -118,8 +137,8 @@ def accuracy_vs_eps(model, x: torch.Tensor, y: torch.Tensor, eps_values: Sequenc
     return out
 
 
-def accuracy_vs_eot(model, x: torch.Tensor, y: torch.Tensor, eps: float, eot_values: Sequence[int], steps: int,
-                    passes: int, progress: bool = False) -> list[float]:
+def accuracy_vs_eot(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                    eot_values: Sequence[int], steps: int, passes: int, progress: bool = False) -> list[float]:
     """Accuracy under PGD at ``eps`` for each number of EOT samples per gradient."""
     out = []
     bar = _bar(len(eot_values), "acc vs EOT", progress)
@@ -138,8 +157,6 @@ def accuracy_vs_eot(model, x: torch.Tensor, y: torch.Tensor, eps: float, eot_val
 
 def lwta_layers(model) -> list[tuple[str, Any]]:
     """``(module name, layer)`` of every competitive (``lwta`` or ``lwtamax``) layer, in forward order."""
-    from .layers import StochasticConv2d, StochasticLinear
-
     return [(n, m) for n, m in model.named_modules()
             if isinstance(m, (StochasticConv2d, StochasticLinear)) and m.activation in ("lwta", "lwtamax")]
 
@@ -147,8 +164,6 @@ def lwta_layers(model) -> list[tuple[str, Any]]:
 def pick_layer(model) -> tuple[str, Any] | None:
     """An intermediate LWTA layer for Fig. 2: the last dense LWTA layer with at least 8 units (the last hidden
     competitive layer of the standard networks), else the middle LWTA layer; None for ReLU networks."""
-    from .layers import StochasticLinear
-
     layers = lwta_layers(model)
     if not layers:
         return None
@@ -205,7 +220,8 @@ def winner_probabilities(model, x: torch.Tensor, y: torch.Tensor, layer, samples
 # drawing
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Any:
+    # matplotlib is optional (the "plots" extra) and slow to import: imported only when drawing
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -214,7 +230,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -240,11 +256,11 @@ def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str
 
 
 def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, layer: str, title: str) -> Path:
+    import matplotlib  # optional, see _figure
+
     units = benign.shape[1]
     fig = _figure(min(3 + 0.16 * units, 14), 3.8)
     axes = fig.subplots(1, 2, sharey=True)
-    import matplotlib
-
     cmap = matplotlib.colormaps["Greys"].with_extremes(bad="#f4d0d0")  # bad: a class without images
     im = None
     for ax, data, what in zip(axes, (benign, adv), ("benign", "PGD")):
@@ -280,70 +296,79 @@ def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> 
 # entry point
 
 
-def make_plots(model, x: torch.Tensor, y: torch.Tensor, dataset: str, out_dir: str | os.PathLike, name: str,
-               seed: int = 0, *, n_images: int = 32, steps: int = 10, passes: int = 4,
-               eps_fractions: Sequence[float] = EPS_FRACTIONS, eot_values: Sequence[int] = EOT_VALUES,
-               trajectory_steps: int = 40, winner_samples: int = 5, max_units: int = 32,
+def make_plots(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: str,
+               out_dir: str | os.PathLike, name: str, seed: int = 0, settings: PlotSettings | None = None,
                progress: bool = True) -> list[Path]:
-    """Write the diagnostic plots of ``model`` (see the module docstring) for the first ``n_images`` of
+    """Write the diagnostic plots of ``model`` (see the module docstring) for the first ``settings.n_images`` of
     ``(x, y)`` into ``out_dir``; returns the written paths (PNG files, then the JSON data file)."""
-    from .evaluation import seed_everything, stable_seed
-
-    if n_images < 1 or steps < 1 or passes < 1:
-        raise ValueError("n_images, steps and passes must be >= 1")
+    s = settings or PlotSettings()
     out = Path(out_dir)
-    x, y = x[:n_images].detach(), y[:n_images].detach()
+    x, y = x[:s.n_images].detach(), y[:s.n_images].detach()
     eps = _eps(dataset)
     was_training = model.training
     model.eval()
     paths: list[Path] = []
     data: dict[str, Any] = {"format": PLOTS_FORMAT, "model": name, "dataset": dataset, "seed": seed,
-                            "n_images": len(x), "steps": steps, "passes": passes, "samples": model.samples,
+                            "n_images": len(x), "steps": s.steps, "passes": s.passes, "samples": model.samples,
                             "eps": eps}
-    label = f"{name}, {dataset}\n{len(x)} images, PGD {steps} steps, {passes} predictions/image"
+    label = f"{name}, {dataset}\n{len(x)} images, PGD {s.steps} steps, {s.passes} predictions/image"
+
+    def seed_part(part: str) -> None:
+        seed_everything(stable_seed(seed, name, dataset, "plots", part))
+
     try:
         with model.using(output="logits"):
-            seed_everything(stable_seed(seed, name, dataset, "plots", "eps"))
-            eps_values = [round(f * eps, 6) for f in eps_fractions]
-            acc_eps = accuracy_vs_eps(model, x, y, eps_values, steps, passes, progress)
+            seed_part("eps")
+            eps_values = [round(f * eps, 6) for f in s.eps_fractions]
+            acc_eps = accuracy_vs_eps(model, x, y, eps_values, s.steps, s.passes, progress)
             data["acc_vs_eps"] = {"eps": eps_values, "accuracy": acc_eps}
             paths.append(_line_plot(out / f"{name}__acc_vs_eps.png", eps_values, acc_eps, "eps (L-inf)",
                                     f"accuracy vs eps: {label}", mark_x=eps))
 
-            seed_everything(stable_seed(seed, name, dataset, "plots", "eot"))
-            acc_eot = accuracy_vs_eot(model, x, y, eps, list(eot_values), steps, passes, progress)
-            data["acc_vs_eot"] = {"eps": eps, "eot": list(eot_values), "accuracy": acc_eot}
-            paths.append(_line_plot(out / f"{name}__acc_vs_eot.png", list(eot_values), acc_eot,
+            seed_part("eot")
+            acc_eot = accuracy_vs_eot(model, x, y, eps, s.eot_values, s.steps, s.passes, progress)
+            data["acc_vs_eot"] = {"eps": eps, "eot": list(s.eot_values), "accuracy": acc_eot}
+            paths.append(_line_plot(out / f"{name}__acc_vs_eot.png", list(s.eot_values), acc_eot,
                                     "EOT samples per gradient", f"accuracy vs EOT (eps={eps:g}): {label}",
                                     log_x=True))
 
-            picked = pick_layer(model)
-            if picked is not None:
-                layer_name, layer = picked
-                seed_everything(stable_seed(seed, name, dataset, "plots", "winners"))
-                x_adv = pgd(model, x, y, eps, steps)
-                benign = winner_probabilities(model, x, y, layer, winner_samples, model.n_classes)
-                adv = winner_probabilities(model, x_adv, y, layer, winner_samples, model.n_classes)
-                units = min(benign.shape[1], max(max_units - max_units % layer.U, layer.U))
-                data["winners"] = {"layer": layer_name, "U": layer.U, "activation": layer.activation,
-                                   "units_shown": units, "samples": winner_samples,
-                                   "benign": _nested(benign), "pgd": _nested(adv)}
-                paths.append(_winners_plot(out / f"{name}__winners.png", benign[:, :units], adv[:, :units],
-                                           layer.U, layer_name, f"winning probabilities per class, {name}"))
-            else:
-                data["winners"] = None  # ReLU network: no competition
+            seed_part("winners")
+            data["winners"] = _winners_part(model, x, y, eps, s, out / f"{name}__winners.png", name, paths)
 
-            seed_everything(stable_seed(seed, name, dataset, "plots", "trajectory"))
-            record: list[torch.Tensor] = []
-            pgd(model, x[:1], y[:1], eps, trajectory_steps, alpha=2.5 * eps / trajectory_steps, record=record)
-            traj = torch.cat(record, 0)  # [steps + 1, classes]
-            data["logits_pgd"] = {"label": int(y[0]), "steps": trajectory_steps, "raw_logits": _nested(traj)}
-            paths.append(_trajectory_plot(out / f"{name}__logits_pgd.png", traj, int(y[0]),
-                                          f"logits of test image 0 during PGD (eps={eps:g}), {name}"))
+            seed_part("trajectory")
+            data["logits_pgd"] = _trajectory_part(model, x, y, eps, s.trajectory_steps,
+                                                  out / f"{name}__logits_pgd.png", name, paths)
     finally:
         model.train(was_training)
     paths.append(atomic_write_json(out / f"{name}__plots.json", data))
     return paths
+
+
+def _winners_part(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s: PlotSettings,
+                  path: Path, name: str, paths: list[Path]) -> dict | None:
+    """Fig. 2 for benign and PGD images; its data (None for a network without competition)."""
+    picked = pick_layer(model)
+    if picked is None:
+        return None
+    layer_name, layer = picked
+    x_adv = pgd(model, x, y, eps, s.steps)
+    benign = winner_probabilities(model, x, y, layer, s.winner_samples, model.n_classes)
+    adv = winner_probabilities(model, x_adv, y, layer, s.winner_samples, model.n_classes)
+    units = min(benign.shape[1], max(s.max_units - s.max_units % layer.U, layer.U))
+    paths.append(_winners_plot(path, benign[:, :units], adv[:, :units], layer.U, layer_name,
+                               f"winning probabilities per class, {name}"))
+    return {"layer": layer_name, "U": layer.U, "activation": layer.activation, "units_shown": units,
+            "samples": s.winner_samples, "benign": _nested(benign), "pgd": _nested(adv)}
+
+
+def _trajectory_part(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                     path: Path, name: str, paths: list[Path]) -> dict:
+    """Fig. 3: the raw logits of test image 0 at every point of a ``steps``-step PGD; its data."""
+    record: list[torch.Tensor] = []
+    pgd(model, x[:1], y[:1], eps, steps, on_step=raw_logits_recorder(model, record))
+    traj = torch.cat(record, 0)  # [steps + 1, classes]
+    paths.append(_trajectory_plot(path, traj, int(y[0]), f"logits of test image 0 during PGD (eps={eps:g}), {name}"))
+    return {"label": int(y[0]), "steps": steps, "raw_logits": _nested(traj)}
 
 
 def _nested(t: torch.Tensor) -> list:
@@ -355,7 +380,7 @@ def _nested(t: torch.Tensor) -> list:
 # command line
 
 
-def add_plots_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``lwta plots``: :func:`make_plots` for zoo models or checkpoints (``lwta evaluate --plots`` does the same
     after an evaluation)."""
     p = subparsers.add_parser("plots", help="diagnostic plots (accuracy vs eps / EOT, LWTA winners, PGD logits)",
@@ -378,18 +403,16 @@ def add_plots_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def _plots_command(args: argparse.Namespace) -> int:
-    from .evaluation import _pair_checkpoints, load_model_for_evaluation, load_test_data
-
     for option in ("n_images", "steps", "passes"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    models, ckpts = _pair_checkpoints(args.model, args.checkpoint)
+    settings = PlotSettings(n_images=args.n_images, steps=args.steps, passes=args.passes)
+    models, ckpts = pair_checkpoints(args.model, args.checkpoint)
     loaded = [load_model_for_evaluation(name, args.dataset, "Linf", 5, ckpts.get(name), args.model_dir)
               for name in models]
     x, y = load_test_data(args.dataset, args.n_images, args.data_root)
     for name, (model, _) in zip(models, loaded):
         for path in make_plots(model, x, y, args.dataset, Path(args.out_dir) / args.dataset / "Linf" / "plots",
-                               name, args.seed, n_images=args.n_images, steps=args.steps, passes=args.passes,
-                               progress=not args.no_progress):
+                               name, args.seed, settings=settings, progress=not args.no_progress):
             print(f"wrote {path}")
     return 0

@@ -137,18 +137,30 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
 
 
 def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: str = "") -> dict:
-    """Per-image minimum over the clean result and every bounded adversarial attack (first common images).
+    """Per-image minimum over the clean result and every bounded adversarial attack, on the test images they all
+    cover.
 
-    ``results[key]`` holds ``kind`` (clean | adversarial | random_score), ``bounded``, ``n_examples`` and
-    ``per_example_correct`` (encoded counts), as leaderboard entries store them."""
+    ``results[key]`` holds ``kind`` (clean | adversarial | random_score), ``bounded``, ``n_examples``,
+    ``per_example_correct`` (encoded counts) and optionally ``start`` (index of its first test image, default 0),
+    as leaderboard entries store them. The result covers images ``[max start, min(start + n_examples))`` and
+    records ``start`` when it is not 0."""
     keys = [k for k, r in results.items() if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"])]
     if not keys:
         raise ValueError("worst case needs at least the clean result")
-    n = min(results[k]["n_examples"] for k in keys)
-    per = [decode_counts(results[k]["per_example_correct"][:n]) for k in keys]
+    first = max(results[k].get("start", 0) for k in keys)
+    stop = min(results[k].get("start", 0) + results[k]["n_examples"] for k in keys)
+    if stop <= first:
+        raise ValueError(f"the results {keys} cover no common test image")
+    per = []
+    for k in keys:
+        offset = first - results[k].get("start", 0)
+        per.append(decode_counts(results[k]["per_example_correct"][offset:offset + stop - first]))
     counts = [min(c) for c in zip(*per)]
-    return {**summarize_counts(counts, passes), "n_examples": n, "passes": passes,
-            "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(counts, passes)}
+    out = {**summarize_counts(counts, passes), "n_examples": stop - first, "passes": passes,
+           "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(counts, passes)}
+    if first:
+        out["start"] = first
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 The final checkpoint is the epoch with the best validation accuracy (a split held out from the training set;
 the test set is never used for selection). Training resumes from ``<out>.last.pt`` if it exists.
+Command: ``lwta train`` (:func:`add_parser`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -109,6 +112,143 @@ def check_fgsm_variant(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+@dataclass
+class _Data:
+    """The training images, the validation split (the last ``val_size`` of them) and the test images."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _load_data(cfg: TrainConfig) -> _Data:
+    x, y = load_tensors(cfg.dataset, "train", root=cfg.data_root, limit=cfg.limit)
+    if not 0 < cfg.val_size < len(x):
+        raise ValueError(f"val_size must be between 1 and {len(x) - 1}, got {cfg.val_size}")
+    xte, yte = load_tensors(cfg.dataset, "test", root=cfg.data_root, limit=cfg.test_limit)
+    # Validation = the last val_size training images (for MNIST: part of the official 10k validation split).
+    return _Data(x[:-cfg.val_size], y[:-cfg.val_size], x[-cfg.val_size:], y[-cfg.val_size:], xte, yte)
+
+
+def _initial_model(cfg: TrainConfig) -> tuple[LWTANet, dict | None]:
+    """A new model, with the weights of ``cfg.init_from`` if given; returns it and that checkpoint's record."""
+    model = create_model(cfg.model, cfg.dataset)
+    if not cfg.init_from:
+        return model, None
+    init, init_meta = load_checkpoint(cfg.init_from, expected_name=cfg.model, expected_dataset=cfg.dataset)
+    model.load_state_dict(init.state_dict())
+    parent = {"file": str(cfg.init_from), "sha256": sha256_file(cfg.init_from),
+              "train_config": init_meta.get("train_config"), "metrics": init_meta.get("metrics"),
+              "history": init_meta.get("history")}
+    return model, parent
+
+
+@dataclass
+class _Run:
+    """A run's state between epochs: what ``<out>.last.pt`` keeps so that an interrupted run resumes exactly."""
+
+    cfg: TrainConfig
+    model: LWTANet
+    opt_w: torch.optim.Adam
+    opt_ibp: torch.optim.Adam | None
+    gen: torch.Generator  # the batch order
+    epoch: int = 0  # epochs done
+    best: dict = field(default_factory=lambda: {"val_acc": -1.0})
+    history: list[dict] = field(default_factory=list)
+
+
+def _resume(run: _Run, last: Path) -> None:
+    """Continue from ``last`` if it holds an interrupted run of the same model (weights, optimisers, RNGs)."""
+    if not last.exists():
+        return
+    payload = read_checkpoint(last)
+    if payload["meta"].get("train_config", {}).get("model") != run.cfg.model:
+        return
+    run.model.load_state_dict(payload["state_dict"])
+    ex = payload.get("extra", {})
+    run.opt_w.load_state_dict(ex["opt_w"])
+    if run.opt_ibp is not None:
+        run.opt_ibp.load_state_dict(ex["opt_ibp"])
+    run.gen.set_state(ex["generator"])
+    torch.set_rng_state(ex["torch_rng"])
+    run.epoch, run.best, run.history = payload["meta"]["epoch"], payload["meta"]["best"], payload["meta"]["history"]
+    print(f"resuming {run.cfg.model} from epoch {run.epoch} ({last})")
+
+
+def _train_epoch(run: _Run, data: _Data, noise: float, progress: bool) -> dict:
+    """One pass over the training images in a fresh random order; returns the smoothed loss and accuracy and the
+    time it took."""
+    cfg, model = run.cfg, run.model
+    n_train = len(data.x_train)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    model.train()
+    t0 = time.time()
+    perm = torch.randperm(n_train, generator=run.gen)
+    bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} epoch {run.epoch + 1}/{cfg.epochs}",
+               disable=not progress, mininterval=2.0)
+    run_loss = run_acc = 0.0
+    for i in bar:
+        f = _lr_factor(run.epoch * steps_per_epoch + i, total_steps, cfg.final_lr_fraction)
+        for opt, lr in ((run.opt_w, cfg.lr), (run.opt_ibp, cfg.ibp_lr)):
+            if opt is not None:
+                for g in opt.param_groups:
+                    g["lr"] = lr * f
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        yb = data.y_train[idx]
+        loss, raw = elbo_step(model, data.x_train[idx], yb, run.opt_w, run.opt_ibp, n_train, noise, cfg.fgsm_eps)
+        with torch.no_grad():
+            acc = (model.decoder(raw).argmax(1) == yb).float().mean().item()
+        run_loss = 0.98 * run_loss + 0.02 * loss.item() if i else loss.item()
+        run_acc = 0.98 * run_acc + 0.02 * acc if i else acc
+        bar.set_postfix(loss=f"{run_loss:.4f}", acc=f"{run_acc:.4f}", refresh=False)
+    return {"train_loss": run_loss, "train_acc": run_acc, "seconds": time.time() - t0}
+
+
+def _end_epoch(run: _Run, data: _Data, trained: dict, out: Path) -> None:
+    """Validate, record the epoch, keep the best checkpoint so far and the state to resume from."""
+    val_acc = _accuracy(run.model, data.x_val, data.y_val, samples=1)
+    record = {"epoch": run.epoch + 1, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
+              "val_acc": val_acc, "epoch_seconds": round(trained["seconds"], 1)}
+    run.history.append(record)
+    run.epoch = record["epoch"]
+    print(json.dumps(record))
+    meta_common = {"train_config": asdict(run.cfg), "plugin_version": __version__, "torch": str(torch.__version__),
+                   "n_train": len(data.x_train), "n_val": len(data.x_val)}
+    if record["val_acc"] > run.best["val_acc"]:
+        run.best = dict(record)
+        save_checkpoint(out.with_suffix(".best.pt"), run.model, {**meta_common, "epoch": run.epoch})
+    resume = {"opt_w": run.opt_w.state_dict(), "opt_ibp": run.opt_ibp.state_dict() if run.opt_ibp else {},
+              "generator": run.gen.get_state(), "torch_rng": torch.get_rng_state()}
+    save_checkpoint(out.with_suffix(".last.pt"), run.model,
+                    {**meta_common, "epoch": run.epoch, "best": run.best, "history": run.history}, extra=resume)
+
+
+def _finish(run: _Run, data: _Data, out: Path, parent: dict | None) -> dict:
+    """Test the best checkpoint, write it to ``out`` with its metrics, remove the intermediate files."""
+    cfg = run.cfg
+    model, _ = load_checkpoint(out.with_suffix(".best.pt"))
+    torch.manual_seed(cfg.seed + 1)
+    test_acc_1 = _accuracy(model, data.x_test, data.y_test, samples=1)
+    test_acc_s = _accuracy(model, data.x_test, data.y_test, samples=cfg.eval_samples)
+    metrics = {"best_epoch": run.best["epoch"], "val_acc": run.best["val_acc"], "test_acc_1pass": test_acc_1,
+               f"test_acc_{cfg.eval_samples}samples": test_acc_s, "n_test": len(data.x_test),
+               "epoch_seconds": [h["epoch_seconds"] for h in run.history]}
+    meta = {"name": cfg.model, "dataset": cfg.dataset, "epoch": run.best["epoch"], "metrics": metrics,
+            "train_config": asdict(cfg), "history": run.history, "plugin_version": __version__,
+            "torch": str(torch.__version__), "n_train": len(data.x_train), "n_val": len(data.x_val)}
+    if parent is not None:
+        meta["parent"] = parent  # the checkpoint this run continued (its own command, epochs and metrics)
+    sha = save_checkpoint(out, model, meta)
+    out.with_suffix(".best.pt").unlink(missing_ok=True)
+    out.with_suffix(".last.pt").unlink(missing_ok=True)
+    print(json.dumps({"model": cfg.model, "checkpoint": str(out), "sha256": sha, **metrics}))
+    return {**metrics, "sha256": sha}
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
     """Train ``cfg.model`` and write the best-on-validation checkpoint to ``out``; returns its metrics."""
     out = Path(out)
@@ -116,95 +256,56 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    x, y = load_tensors(cfg.dataset, "train", root=cfg.data_root, limit=cfg.limit)
-    if not 0 < cfg.val_size < len(x):
-        raise ValueError(f"val_size must be between 1 and {len(x) - 1}, got {cfg.val_size}")
-    # Validation = the last val_size training images (for MNIST: part of the official 10k validation split).
-    xtr, ytr, xval, yval = x[:-cfg.val_size], y[:-cfg.val_size], x[-cfg.val_size:], y[-cfg.val_size:]
-    xte, yte = load_tensors(cfg.dataset, "test", root=cfg.data_root, limit=cfg.test_limit)
-    n_train = len(xtr)
+    data = _load_data(cfg)
     noise = NOISE_STD.get(cfg.dataset, 0.0) if cfg.noise_std is None else cfg.noise_std
-
-    model = create_model(cfg.model, cfg.dataset)
-    parent = None
-    if cfg.init_from:
-        init, init_meta = load_checkpoint(cfg.init_from, expected_name=cfg.model, expected_dataset=cfg.dataset)
-        model.load_state_dict(init.state_dict())
-        parent = {"file": str(cfg.init_from), "sha256": sha256_file(cfg.init_from),
-                  "train_config": init_meta.get("train_config"), "metrics": init_meta.get("metrics"),
-                  "history": init_meta.get("history")}
+    model, parent = _initial_model(cfg)
     opt_w, opt_ibp = make_optimizers(model, cfg.lr, cfg.ibp_lr)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    start_epoch, best, history = 0, {"val_acc": -1.0}, []
-    last = out.with_suffix(".last.pt")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    run = _Run(cfg, model, opt_w, opt_ibp, torch.Generator().manual_seed(cfg.seed))
+    _resume(run, out.with_suffix(".last.pt"))
+    while run.epoch < cfg.epochs:
+        _end_epoch(run, data, _train_epoch(run, data, noise, progress), out)
+    return _finish(run, data, out, parent)
 
-    if last.exists():  # resume an interrupted run of the same configuration
-        payload = read_checkpoint(last)
-        if payload["meta"].get("train_config", {}).get("model") == cfg.model:
-            model.load_state_dict(payload["state_dict"])
-            ex = payload.get("extra", {})
-            opt_w.load_state_dict(ex["opt_w"])
-            if opt_ibp is not None:
-                opt_ibp.load_state_dict(ex["opt_ibp"])
-            gen.set_state(ex["generator"])
-            torch.set_rng_state(ex["torch_rng"])
-            start_epoch, best, history = payload["meta"]["epoch"], payload["meta"]["best"], payload["meta"]["history"]
-            print(f"resuming {cfg.model} from epoch {start_epoch} ({last})")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0 = time.time()
-        perm = torch.randperm(n_train, generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, mininterval=2.0)
-        run_loss = run_acc = 0.0
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            f = _lr_factor(step, total_steps, cfg.final_lr_fraction)
-            for opt, lr in ((opt_w, cfg.lr), (opt_ibp, cfg.ibp_lr)):
-                if opt is not None:
-                    for g in opt.param_groups:
-                        g["lr"] = lr * f
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            yb = ytr[idx]
-            loss, raw = elbo_step(model, xtr[idx], yb, opt_w, opt_ibp, n_train, noise, cfg.fgsm_eps)
-            with torch.no_grad():
-                acc = (model.decoder(raw).argmax(1) == yb).float().mean().item()
-            run_loss = 0.98 * run_loss + 0.02 * loss.item() if i else loss.item()
-            run_acc = 0.98 * run_acc + 0.02 * acc if i else acc
-            bar.set_postfix(loss=f"{run_loss:.4f}", acc=f"{run_acc:.4f}", refresh=False)
-        epoch_time = time.time() - t0
-        val_acc = _accuracy(model, xval, yval, samples=1)
-        record = {"epoch": epoch + 1, "train_loss": run_loss, "train_acc": run_acc, "val_acc": val_acc,
-                  "epoch_seconds": round(epoch_time, 1)}
-        history.append(record)
-        print(json.dumps(record))
-        meta_common = {"train_config": asdict(cfg), "plugin_version": __version__, "torch": str(torch.__version__),
-                       "n_train": n_train, "n_val": len(xval)}
-        if val_acc > best["val_acc"]:
-            best = dict(record)
-            save_checkpoint(out.with_suffix(".best.pt"), model, {**meta_common, "epoch": epoch + 1})
-        save_checkpoint(last, model, {**meta_common, "epoch": epoch + 1, "best": best, "history": history},
-                        extra={"opt_w": opt_w.state_dict(),
-                               "opt_ibp": opt_ibp.state_dict() if opt_ibp else {},
-                               "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``lwta train --model NAME [--dataset] [--epochs] ...``: train a model by registry name."""
+    t = subparsers.add_parser("train",
+                              help="train a model by registry name (ELBO, Adam, best-on-validation checkpoint)")
+    t.add_argument("--model", required=True, help="e.g. lwta_ibp_softmax (see `lwta models`)")
+    t.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist", "cifar10"])
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=200)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--ibp-lr", type=float, default=1e-2)
+    t.add_argument("--fgsm-eps", type=float, default=0.0, help="FGSM adversarial training; needs a <name>_fgsm model, "
+                   "whose default is the paper's eps (4.4: 0.3 MNIST, 0.031 CIFAR-10)")
+    t.add_argument("--noise-std", type=float, default=None, help="Gaussian input noise (default per data set)")
+    t.add_argument("--val-size", type=int, default=5000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--test-limit", type=int, default=None, help="report test accuracy on the first N test images")
+    t.add_argument("--init-from", default=None,
+                   help="continue training from this final checkpoint (same model; recorded as the parent)")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--out", default=None, help="checkpoint path (default runs/<model>_<dataset>_s<seed>.pt)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=train_command)
+    return t
 
-    model, _ = load_checkpoint(out.with_suffix(".best.pt"))
-    torch.manual_seed(cfg.seed + 1)
-    test_acc_1 = _accuracy(model, xte, yte, samples=1)
-    test_acc_s = _accuracy(model, xte, yte, samples=cfg.eval_samples)
-    metrics = {"best_epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc_1pass": test_acc_1,
-               f"test_acc_{cfg.eval_samples}samples": test_acc_s, "n_test": len(xte),
-               "epoch_seconds": [h["epoch_seconds"] for h in history]}
-    meta = {"name": cfg.model, "dataset": cfg.dataset, "epoch": best["epoch"], "metrics": metrics,
-            "train_config": asdict(cfg), "history": history, "plugin_version": __version__,
-            "torch": str(torch.__version__), "n_train": n_train, "n_val": len(xval)}
-    if parent is not None:
-        meta["parent"] = parent  # the checkpoint this run continued (its own command, epochs and metrics)
-    sha = save_checkpoint(out, model, meta)
-    out.with_suffix(".best.pt").unlink(missing_ok=True)
-    last.unlink(missing_ok=True)
-    print(json.dumps({"model": cfg.model, "checkpoint": str(out), "sha256": sha, **metrics}))
-    return {**metrics, "sha256": sha}
+
+def train_command(args: argparse.Namespace) -> int:
+    """Run ``lwta train``; the checkpoint records the command line (``args.argv``: the arguments after ``train``,
+    set by :func:`lwta_plugin.cli.main`; ``sys.argv`` if absent)."""
+    argv = getattr(args, "argv", None)
+    command = "lwta train " + " ".join(sys.argv[2:] if argv is None else argv)
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, ibp_lr=args.ibp_lr, fgsm_eps=args.fgsm_eps, val_size=args.val_size,
+                      seed=args.seed, limit=args.limit, test_limit=args.test_limit, init_from=args.init_from,
+                      threads=args.threads, data_root=args.data_root, noise_std=args.noise_std,
+                      extra={"command": command})
+    out = args.out or f"runs/{args.model}_{args.dataset}_s{args.seed}.pt"
+    metrics = train(cfg, out, progress=not args.no_progress)
+    print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "
+          f"{cfg.eval_samples}-sample average {metrics[f'test_acc_{cfg.eval_samples}samples']:.4f}")
+    return 0

@@ -1,4 +1,4 @@
-"""Model zoo: the plugin's trained models by name, offline, with and without RobustBench.
+"""Model zoo: the plugin's trained models by name, offline: the weight store, its manifest, ``load_model``.
 
 Loading
 -------
@@ -15,7 +15,8 @@ Both return the :class:`~lwta_plugin.models.LWTANet` in eval mode, random at tes
 (:mod:`lwta_plugin.validation`). ``S`` is set per call with ``load_model(..., samples=n)``, for every later load
 (including through RobustBench, whose signature has no such argument) with
 ``lwta_plugin.set_default_samples(n)``, and on a loaded model with ``model.samples = n`` or
-``with model.using(samples=n):``.
+``with model.using(samples=n):``. How the models get into RobustBench's zoo (and MNIST into its data sets) is
+:mod:`lwta_plugin.compat`'s job; this module does not import RobustBench.
 
 Checkpoint resolution (first hit wins)
 --------------------------------------
@@ -38,10 +39,11 @@ model only selects RobustBench's sub-directory of ``model_dir`` and the leaderbo
 
 Shipping a model
 ----------------
-``python scripts/ship_model.py runs/lwta_ibp_tanh16_mnist_s0.pt --card`` (or :func:`register_checkpoint`) copies
-a final ``lwta train`` checkpoint to ``weights/<dataset>/<name>.pt``, records sha256, size, training command,
-epochs, seed and the validation/test accuracies of the checkpoint's meta in ``weights/manifest.json``, and with
-``--card`` writes the model card (:mod:`lwta_plugin.cards`). Manifest format (keys sorted, canonical JSON)::
+``lwta ship runs/lwta_ibp_tanh16_mnist_s0.pt --card`` (:mod:`lwta_plugin.ship`; also ``python
+scripts/ship_model.py``) copies a final ``lwta train`` checkpoint to ``weights/<dataset>/<name>.pt`` with
+:func:`register_checkpoint`, which records sha256, size, training command, epochs, seed and the validation/test
+accuracies of the checkpoint's meta in ``weights/manifest.json``; ``--card`` also writes the model card
+(:mod:`lwta_plugin.cards`). Manifest format (keys sorted, canonical JSON)::
 
     {"format": "lwta-plugin/weights-manifest-1",
      "models": {"mnist/lwta_ibp_tanh16": {
@@ -53,48 +55,14 @@ epochs, seed and the validation/test accuracies of the checkpoint's meta in ``we
                       "n_train": 55000, "n_val": 5000},
          "metrics": {<the checkpoint's meta["metrics"]: val_acc, test_acc_1pass, test_acc_5samples, n_test, ...>},
          "versions": {"plugin": "0.1.0", "torch": "2.14.1"}}}}
-
-How MNIST (and the plugin's models) are added to RobustBench 1.1.1
-------------------------------------------------------------------
-RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`` by parsing ``dataset`` into the
-``BenchmarkDataset`` enum, ``threat_model`` into ``ThreatModel``, looking up
-``model_dicts[dataset][threat_model][model_name] = {'model': factory, 'gdrive_id': ...}``, downloading the file to
-``<model_dir>/<dataset>/<threat_model>/<name>.pt`` if missing and loading its state dict into ``factory()``.
-:func:`register_robustbench` (run automatically when robustbench is first imported after ``import lwta_plugin``,
-see :mod:`lwta_plugin.compat`) does, idempotently:
-
-1. **Enum member.** ``BenchmarkDataset`` is referenced by class identity from many modules and is the key type of
-   several dicts (``model_dicts``, data loaders, ``DATASET_CLASSES``) and of references users already hold, so a
-   new Enum class rebound in RobustBench's modules would orphan all of those. Instead the member ``mnist =
-   'mnist'`` is added to the *existing* class in place (:func:`extend_enum`, the technique of
-   ``aenum.extend_enum``: ``EnumType._add_member_`` on Python >= 3.13, else the ``_member_map_``,
-   ``_member_names_`` and ``_value2member_map_`` tables), then checked (``BenchmarkDataset('mnist') is
-   BenchmarkDataset.mnist``, iteration, membership). Existing members are untouched. If the check fails (a
-   future Python), MNIST is not added to the enum and a warning says so; step 3 still serves ``dataset='mnist'``.
-2. **Entries.** ``model_dicts[mnist][Linf|L2]`` are created and the plugin's names appended to cifar10's Linf and
-   L2 dicts. RobustBench's names are never replaced (a collision raises).
-3. **Interception.** ``robustbench.utils.load_model`` (and its re-exports ``robustbench.load_model``,
-   ``robustbench.eval.load_model``) is wrapped: a plugin name on a plugin data set goes to :func:`load_model`
-   (store lookup, sha256, ``weights_only``, validation, ``S``); everything else to RobustBench's original,
-   unchanged. A reference to the original taken *before* the plugin was imported still works: each entry's
-   ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
-   ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
-   store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
-   validation and ``S``.
-4. **Data.** ``robustbench.data`` gets an offline MNIST test-set loader (via :mod:`lwta_plugin.data`) and
-   ``DATASET_CLASSES[mnist] = 10``, so ``benchmark(..., dataset='mnist')`` works for deterministic models.
-   ``benchmark()`` refuses random models (see :mod:`lwta_plugin.compat` for why and what to run instead).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import enum
-import functools
 import hashlib
 import os
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,12 +76,9 @@ from .models import ARCH_DATASETS, LWTANet, create_model, list_models
 from .validation import enable_input_validation
 
 DATASETS = tuple(ARCH_DATASETS)  # mnist, fashion_mnist, cifar10
-ROBUSTBENCH_DATASETS = ("mnist", "cifar10")  # registered in RobustBench's zoo
 THREAT_MODELS = ("Linf", "L2")
 MANIFEST_FORMAT = "lwta-plugin/weights-manifest-1"
 WEIGHTS_ENV = "LWTA_WEIGHTS_DIR"
-SENTINEL = "lwta-plugin:"
-_ENTRY_MARK = "lwta_plugin"
 _DEFAULT_SAMPLES = 5
 
 
@@ -345,6 +310,33 @@ def load_model(model_name: str, model_dir: str | os.PathLike | None = "./models"
     return _prepare(model, S, dataset)
 
 
+def prepared_architecture(model_name: str, dataset: str = "mnist") -> LWTANet:
+    """The untrained architecture, prepared as :func:`load_model` prepares a loaded model (eval mode, input
+    validation, the default S): for loaders that fill in the weights themselves."""
+    return _prepare(create_model(model_name, dataset), get_default_samples(), dataset)
+
+
+def copy_shipped(model_name: str, dataset: str, dest: str | os.PathLike, *,
+                 store: str | os.PathLike | None = None) -> None:
+    """Copy a shipped checkpoint, verified against the manifest, to ``dest``.
+
+    Raises :class:`ModelNotAvailableError` (saying how to train the model) if the store does not hold it, and
+    :class:`CheckpointError` if the stored file does not match its manifest entry.
+    """
+    store = Path(store or weights_dir())
+    entry = read_manifest(store)["models"].get(f"{dataset}/{model_name}")
+    if entry is None:
+        raise ModelNotAvailableError(
+            f"no checkpoint for {model_name!r} on {dataset} in the plugin's weight store ({manifest_path(store)}); "
+            f"train it with `lwta train --model {model_name} --dataset {dataset} --epochs 5` and copy the "
+            f"checkpoint to {dest} (or ship it with scripts/ship_model.py)")
+    src = store / entry["file"]
+    _verify_store_file(src, entry)
+    data = src.read_bytes()
+    _verify_store_file(src, entry, data)  # exactly the bytes that are copied
+    atomic_write(dest, lambda f: f.write(data))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # shipping
 
@@ -420,165 +412,3 @@ def register_checkpoint(path: str | os.PathLike, name: str | None = None, datase
         manifest["models"][f"{dataset}/{name}"] = entry
         atomic_write_json(manifest_path(store), manifest)
     return entry
-
-
-def add_ship_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``lwta ship CHECKPOINT [--name] [--dataset] [--store] [--card]``: ship a trained checkpoint."""
-    p = subparsers.add_parser("ship", help="copy a trained checkpoint into the weight store and update the manifest")
-    p.add_argument("checkpoint", help="final checkpoint written by `lwta train`")
-    p.add_argument("--name", default=None, help="model name (default: the checkpoint's)")
-    p.add_argument("--dataset", default=None, choices=DATASETS, help="data set (default: the checkpoint's)")
-    p.add_argument("--store", default=None, help=f"weight store (default: ${WEIGHTS_ENV} or lwta_plugin/weights)")
-    p.add_argument("--card", action="store_true", help="also write the model card (measures clean accuracy)")
-    p.add_argument("--repeats", type=int, default=3, help="card: full test-set passes for the accuracy CI")
-    p.add_argument("--allow-missing-metrics", action="store_true", help="ship a checkpoint without final metrics")
-    p.set_defaults(func=_ship_command)
-    return p
-
-
-def _ship_command(args: argparse.Namespace) -> int:
-    import json
-
-    entry = register_checkpoint(args.checkpoint, args.name, args.dataset, args.store,
-                                require_metrics=not args.allow_missing_metrics)
-    print(json.dumps({"shipped": entry["file"], "sha256": entry["sha256"], "size": entry["size"]}))
-    if args.card:
-        from .cards import write_card
-
-        print(f"card: {write_card(entry['name'], entry['dataset'], store=args.store, repeats=args.repeats)}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# RobustBench registration
-
-
-def extend_enum(cls: type[enum.Enum], name: str, value: Any) -> enum.Enum:
-    """Add member ``name = value`` to an existing Enum class in place (idempotent); returns the member."""
-    if name in cls._member_map_:
-        member = cls._member_map_[name]
-        if member.value != value:
-            raise ValueError(f"{cls.__name__}.{name} exists with value {member.value!r}, not {value!r}")
-        return member
-    if value in cls._value2member_map_:
-        raise ValueError(f"{cls.__name__} already has value {value!r} ({cls._value2member_map_[value]})")
-    member = object.__new__(cls)
-    member._name_ = name
-    member._value_ = value
-    member.__objclass__ = cls
-    member.__init__(value)
-    if hasattr(cls, "_add_member_"):  # Python >= 3.13: sets the attribute and _member_map_
-        cls._add_member_(name, member)
-    else:
-        type.__setattr__(cls, name, member)
-        cls._member_map_[name] = member
-    if name not in cls._member_names_:  # iteration order, len()
-        cls._member_names_.append(name)
-    cls._value2member_map_[value] = member
-    if not (cls(value) is member and cls[name] is member and getattr(cls, name) is member and member in cls
-            and member in list(cls)):
-        raise RuntimeError(f"extending {cls.__name__} with {name!r} did not produce a working member")
-    return member
-
-
-def is_plugin_model(model_name: Any, dataset: Any) -> bool:
-    """Whether ``(model_name, dataset)`` is served by this plugin (used by the RobustBench interception)."""
-    return isinstance(model_name, str) and model_name in list_models() and _value(dataset) in DATASETS
-
-
-def _robustbench_factory(name: str, dataset: str) -> LWTANet:
-    """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
-    return _prepare(create_model(name, dataset), get_default_samples(), dataset)
-
-
-def _robustbench_download_hook(original):
-    @functools.wraps(original)
-    def download_gdrive_new(gdrive_id, fname_save):
-        if not (isinstance(gdrive_id, str) and gdrive_id.startswith(SENTINEL)):
-            return original(gdrive_id, fname_save)
-        dataset, name = gdrive_id[len(SENTINEL):].split("/", 1)
-        store = weights_dir()
-        entry = read_manifest(store)["models"].get(f"{dataset}/{name}")
-        if entry is None:
-            raise ModelNotAvailableError(
-                f"no checkpoint for {name!r} on {dataset} in the plugin's weight store ({manifest_path(store)}); "
-                f"train it with `lwta train --model {name} --dataset {dataset} --epochs 5` and copy the "
-                f"checkpoint to {fname_save} (or ship it with scripts/ship_model.py)")
-        src = store / entry["file"]
-        _verify_store_file(src, entry)
-        data = src.read_bytes()
-        _verify_store_file(src, entry, data)  # exactly the bytes that are copied
-        atomic_write(fname_save, lambda f: f.write(data))
-
-    download_gdrive_new._lwta_plugin_patched = True
-    return download_gdrive_new
-
-
-def _robustbench_load_model_wrapper(original):
-    @functools.wraps(original)
-    def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
-                    custom_checkpoint="", norm=None):
-        if is_plugin_model(model_name, dataset):
-            return load_model(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
-        return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
-
-    load_model_._lwta_plugin_patched = True
-    load_model_._lwta_original = original
-    return load_model_
-
-
-def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_test=None):
-    """RobustBench's clean-data loader signature; ``data_dir`` is used if it holds torchvision's MNIST files,
-    otherwise the offline copy (see :mod:`lwta_plugin.data`)."""
-    from .data import load_tensors
-
-    return load_tensors("mnist", "test", root=data_dir, limit=n_examples)
-
-
-def register_robustbench() -> bool:
-    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if not installed."""
-    from .compat import ensure_robustbench_importable
-
-    try:
-        ensure_robustbench_importable()
-        import robustbench
-        import robustbench.data as rb_data
-        import robustbench.eval as rb_eval
-        import robustbench.utils as rb_utils
-        from robustbench.model_zoo import model_dicts
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-    except ModuleNotFoundError as e:
-        if e.name == "robustbench":
-            return False
-        raise
-
-    datasets = {"cifar10": BenchmarkDataset.cifar_10}
-    try:
-        datasets["mnist"] = extend_enum(BenchmarkDataset, "mnist", "mnist")
-    except (RuntimeError, ValueError, AttributeError, TypeError) as e:
-        warnings.warn(f"lwta-plugin could not add MNIST to RobustBench's BenchmarkDataset ({e}); "
-                      "robustbench.utils.load_model(..., dataset='mnist') still loads the plugin's models",
-                      RuntimeWarning, stacklevel=2)
-    for ds_name, member in datasets.items():
-        per_threat = model_dicts.setdefault(member, OrderedDict())
-        for tm in (ThreatModel.Linf, ThreatModel.L2):
-            entries = per_threat.setdefault(tm, OrderedDict())
-            for name in list_models():
-                if name in entries and not entries[name].get(_ENTRY_MARK):
-                    raise RuntimeError(f"RobustBench already has a model named {name!r} ({ds_name}/{tm.value})")
-                entries[name] = {"model": functools.partial(_robustbench_factory, name, ds_name),
-                                 "gdrive_id": f"{SENTINEL}{ds_name}/{name}", "preprocessing": None,
-                                 _ENTRY_MARK: True}
-    if "mnist" in datasets:
-        rb_data._clean_dataset_loaders.setdefault(datasets["mnist"], _load_mnist_for_robustbench)
-        rb_utils.DATASET_CLASSES.setdefault(datasets["mnist"], 10)
-
-    if not getattr(rb_utils.download_gdrive_new, "_lwta_plugin_patched", False):
-        rb_utils.download_gdrive_new = _robustbench_download_hook(rb_utils.download_gdrive_new)
-    original = rb_utils.load_model
-    if not getattr(original, "_lwta_plugin_patched", False):
-        wrapped = _robustbench_load_model_wrapper(original)
-        for module in (rb_utils, robustbench, rb_eval):
-            if getattr(module, "load_model", None) is original:
-                module.load_model = wrapped
-    return True

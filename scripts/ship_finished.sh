@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ship every finished checkpoint of scripts/train_mnist_zoo.sh that the weight store does not hold yet, with its
 # model card (clean accuracy over the 10,000 test images, S = 5; 3 passes for the two headline models, 1 for the
-# rest). Usage: scripts/ship_finished.sh [--watch]   (--watch: repeat every minute while training runs)
+# rest), with scripts/ship_model.py (= `lwta ship`, lwta_plugin/ship.py).
+# Usage: scripts/ship_finished.sh [--watch]   (--watch: repeat every minute while training runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ship_all() {

@@ -94,7 +94,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def fake_build_attack_for(spec, model):
-    """A one-step signed-gradient stand-in for ``evaluation.build_attack_for`` (runner and rendering tests)."""
+    """A one-step signed-gradient attack factory, in place of ``lwta_plugin.evaluation.build_attack_for`` (runner
+    and rendering tests pass it as ``evaluate(..., attack_factory=...)``)."""
     eps = spec.params.get("eps") or 0.5
 
     def attack(x, y):

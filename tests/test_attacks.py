@@ -278,3 +278,35 @@ def test_attacks_are_reproducible_under_a_seed(data):
         with model.using(samples=1):
             outs.append(build_attack("eot_pgd", model, **dict(STEP, steps=3, eot_samples=3))(x[:5], y[:5]))
     assert torch.equal(*outs)
+
+
+def test_on_step_sees_the_path_and_changes_nothing(data):
+    """PGD's ``on_step`` receives the start and every step's point; a callback that draws no random numbers leaves
+    the attack's result exactly as without it."""
+    model = tiny_lwta("softmax")
+    x, y = data
+    params = dict(STEP, steps=3, eot_samples=2)
+    torch.manual_seed(7)
+    plain = build_attack("pgd", model, **params)(x[:4], y[:4])
+    seen: list[torch.Tensor] = []
+    torch.manual_seed(7)
+    hooked = build_attack("pgd", model, **params, on_step=lambda x_t: seen.append(x_t.clone()))(x[:4], y[:4])
+    assert torch.equal(plain, hooked) and len(seen) == 4
+    assert all((p - x[:4]).abs().max() <= EPS + 1e-6 for p in seen)
+    assert "on_step" not in build_attack("pgd", model, **params, on_step=print).hparams
+
+
+def test_attack_facts():
+    """Every attack states whether it is white-box, iterative and bounded, and which hyperparameters are budgets;
+    every budget key is a hyperparameter the attack records."""
+    facts = {name: (cls.white_box, cls.iterative, cls.bounded) for name, cls in ATTACKS.items()}
+    assert facts == {"pgd": (True, True, True), "fgsm": (True, False, True), "noise": (False, False, True),
+                     "cw": (True, True, False), "bsa": (True, True, False), "eot_pgd": (True, True, True),
+                     "eot_pgd_margin": (True, True, True), "apgd_rand": (True, True, True),
+                     "transfer": (False, True, True), "bpda": (True, True, True),
+                     "torchattacks_pgd": (True, True, True)}
+    model = torch.nn.Linear(2, 2)
+    for name, cls in ATTACKS.items():
+        if name == "apgd_rand" and not apgd_backend_available():
+            continue
+        assert cls.budget_keys and set(cls.budget_keys) <= set(build_attack(name, model).hparams), name

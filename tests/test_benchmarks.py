@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark scripts: each runs at a tiny size and writes valid JSON (no timing asserts)."""
+"""Smoke test of the benchmark scripts: each runs at a tiny size and writes valid JSON (no timing asserts; marked
+slow, run by ``tox -e slow``)."""
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow  # seven subprocesses, about 2 minutes on 2 cores: tox -e slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_writes_json(name, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCH.parent)}

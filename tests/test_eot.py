@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from _tiny_models import quadrant_data, tiny_lwta, trained_cnn
 
 from lwta_plugin import eot as eot_mod
-from lwta_plugin.eot import EOT, auto_chunk_size, eot_gradient, eot_predict
+from lwta_plugin.eot import (
+    EOT,
+    auto_chunk_size,
+    combine_chunks,
+    eot_gradient,
+    eot_predict,
+    reduce_chunk,
+    reduce_samples,
+)
 
 Z_MAX = 4.0  # |z| bound per projection: with 12 projections a false alarm has probability < 1e-3
 
@@ -125,6 +133,27 @@ def test_reductions_average_the_same_draws(data):
     torch.manual_seed(4)
     with model.using(samples=12):
         assert torch.allclose(model(x).softmax(-1), probs.exp(), atol=1e-6)
+
+
+def test_one_reduction_for_the_model_and_the_wrapper(data):
+    """``reduce_samples`` is the computation of ``LWTANet.forward`` and, chunk by chunk, of ``EOT.forward``:
+    the same draws give bit-identical results."""
+    model = tiny_lwta("softmax")
+    x, _ = data
+    torch.manual_seed(4)
+    outs = model.forward_samples(x, 6)
+    for reduction in ("logits", "probs"):
+        torch.manual_seed(4)
+        assert torch.equal(EOT(model, 6, chunk_size=6, reduction=reduction)(x), reduce_samples(outs, reduction))
+        torch.manual_seed(4)
+        chunks = [reduce_chunk(model.forward_samples(x, k), reduction) for k in (4, 2)]
+        torch.manual_seed(4)
+        assert torch.equal(EOT(model, 6, chunk_size=4, reduction=reduction)(x), combine_chunks(chunks, 6, reduction))
+    torch.manual_seed(4)
+    with model.using(samples=6):
+        assert torch.equal(model(x), reduce_samples(outs, "probs"))
+    with pytest.raises(ValueError, match="unknown reduction"):
+        reduce_samples(outs, "median")
 
 
 def _count_calls(module):

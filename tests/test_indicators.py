@@ -7,17 +7,22 @@ from _tiny_models import Quantized, quadrant_data, trained_cnn
 from lwta_plugin.attacks import build_attack
 from lwta_plugin.attacks.base import Attack
 from lwta_plugin.attacks.indicators import (
+    ConvergenceSettings,
+    black_box_attacks,
     black_box_stronger,
     budget_convergence,
+    budget_keys,
     check_convergence,
     check_silent_success,
     correct_fraction,
     eps_monotonicity,
     from_results,
+    one_step_attacks,
     one_step_stronger,
     paired_gap,
     silent_success,
     unbounded_attack_failure,
+    white_box_iterative_attacks,
 )
 from lwta_plugin.entries import load_schema
 from lwta_plugin.protocols import get_protocol
@@ -146,6 +151,20 @@ def test_budget_indicators_fire_when_more_steps_help(cnn, data):
     quiet = check_convergence(cnn, x, y, "pgd", dict(PGD, alpha=EPS / 4))
     assert not quiet["fired"], quiet["detail"]
     _schema_valid([ind, quiet])
+    tripled = check_convergence(cnn, x, y, "pgd", BROKEN_PGD, ConvergenceSettings(factor=3, n_images=32))
+    assert "steps 10 -> 30" in tripled["detail"] and "on 32 images" in tripled["detail"]
+
+
+def test_attack_kinds_come_from_the_attack_classes():
+    """The classification the indicators use, read from the attack classes, is the one they have always used
+    (``torchattacks_pgd``, the authors' PGD, came later: it is an iterative white-box eps-ball attack)."""
+    assert set(white_box_iterative_attacks()) == {"pgd", "eot_pgd", "eot_pgd_margin", "apgd_rand", "bpda",
+                                                  "torchattacks_pgd"}
+    assert set(one_step_attacks()) == {"fgsm"}
+    assert set(black_box_attacks()) == {"noise", "transfer"}
+    assert set(budget_keys()) == {"steps", "eot_samples", "eot_iter", "n_restarts", "binary_search_steps", "draws"}
+    assert budget_keys("apgd_rand") == ("steps", "eot_iter", "n_restarts") and budget_keys("noise") == ("draws",)
+    assert budget_keys("not_registered") == budget_keys()
 
 
 def test_silent_success(cnn, data):

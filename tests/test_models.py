@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from lwta_plugin.eot import reduce_samples
 from lwta_plugin.models import count_parameters, create_model, list_models, parse_name
 
 # Reference doc section 1.4 (W+b exactly Verma & Swami's counts; IBP = t_pi + a + b per layer).
@@ -83,6 +84,12 @@ def test_samples_average_probabilities():
         avg = m(x)
     assert torch.allclose(avg.exp().sum(1), torch.ones(4), atol=1e-5)
     assert torch.allclose(avg, torch.log(torch.softmax(per_sample, -1).mean(0)), atol=1e-5)
+    assert torch.equal(avg, reduce_samples(per_sample, "probs"))
+    with torch.no_grad(), m.using(samples=5, output="raw"):
+        torch.manual_seed(5)
+        raw_avg = m(x)
+        torch.manual_seed(5)
+        assert torch.equal(raw_avg, reduce_samples(m.forward_samples(x, 5), "logits"))  # other outputs: mean scores
 
 
 def test_output_modes():

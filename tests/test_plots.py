@@ -10,13 +10,14 @@ import torch
 pytest.importorskip("matplotlib")
 
 from lwta_plugin import plots
+from lwta_plugin.attacks import PGD
 from lwta_plugin.layers import StochasticConv2d, StochasticLinear
 from lwta_plugin.models import create_model
 
 torch.set_num_threads(1)
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = {"n_images": 6, "steps": 1, "passes": 1, "eot_values": (1, 2), "trajectory_steps": 3, "winner_samples": 2,
-        "progress": False}
+TINY = {"settings": plots.PlotSettings(n_images=6, steps=1, passes=1, eot_values=(1, 2), trajectory_steps=3,
+                                       winner_samples=2), "progress": False}
 
 
 def _model(name: str = "lwta_ibp_softmax", seed: int = 0):
@@ -100,16 +101,29 @@ def test_pgd_stays_in_the_ball_and_records_the_trajectory():
     model = _model()
     x, y = _data(2)
     record: list[torch.Tensor] = []
-    xa = plots.pgd(model, x, y, 0.1, steps=3, eot=2, record=record)
+    xa = plots.pgd(model, x, y, 0.1, steps=3, eot=2, on_step=plots.raw_logits_recorder(model, record))
     assert (xa - x).abs().max() <= 0.1 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
     assert len(record) == 4 and record[0].shape == (2, 10)
     assert torch.equal(plots.pgd(model, x, y, 0.0, steps=3), x)
 
 
+def test_pgd_is_the_package_attack():
+    """Without a recorder, the plots' PGD is exactly :class:`lwta_plugin.attacks.PGD` with EOT samples."""
+    model = _model()
+    x, y = _data(3)
+    torch.manual_seed(1)
+    ours = plots.pgd(model, x, y, 0.2, steps=2, eot=3)
+    torch.manual_seed(1)
+    assert torch.equal(ours, PGD(model, eps=0.2, alpha=0.25, steps=2, eot_samples=3)(x, y))
+
+
 def test_bad_arguments():
     x, y = _data()
-    with pytest.raises(ValueError, match="n_images"):
-        plots.make_plots(_model(), x, y, "mnist", "unused", "m", n_images=0)
+    with pytest.raises(ValueError, match="n_images must be >= 1"):
+        plots.PlotSettings(n_images=0)
+    with pytest.raises(ValueError, match="eot_values"):
+        plots.PlotSettings(eot_values=(0, 1))
+    assert plots.PlotSettings(eot_values=[1, 2]).eot_values == (1, 2)
     with pytest.raises(ValueError, match="no eps for data set"):
         plots.make_plots(_model(), x, y, "svhn", "unused", "m", **TINY)
 

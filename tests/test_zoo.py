@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lwta_plugin
-from lwta_plugin import zoo
+from lwta_plugin import compat, zoo
 from lwta_plugin.checkpoint import CheckpointError, save_checkpoint
 from lwta_plugin.io import sha256_file
 from lwta_plugin.models import LWTANet, create_model
@@ -293,7 +293,7 @@ def test_ship_script_and_cards(store, tmp_path):
     assert acc["accuracy"] == pytest.approx(exact) and acc["per_repeat"] == [pytest.approx(exact)] * 2
     assert acc["ci_low"] <= exact <= acc["ci_high"] and acc["ci_high"] - acc["ci_low"] > 0.1  # n=20: wide
 
-    path = cards.write_card(NAME, "mnist", repeats=1, samples=2, x=x, y=y)
+    path = cards.write_card(NAME, "mnist", measurement=cards.Measurement(repeats=1, samples=2), x=x, y=y)
     assert path == store.path / "mnist" / f"{NAME}.md"
     text = path.read_text()
     entry = zoo.read_manifest()["models"][f"mnist/{NAME}"]
@@ -302,15 +302,25 @@ def test_ship_script_and_cards(store, tmp_path):
                      entry["training"]["command"], "Random at test time", "on 20 MNIST test images",
                      "S = 2 stochastic passes", "16-bit Hadamard", "autoattack-rand", "Do not edit by hand"):
         assert expected in text, expected
+    assert f"`python -m lwta_plugin.cards --model {NAME} --dataset mnist --repeats 1 --samples 2` (" in text
     with pytest.raises(ValueError, match="not shipped"):
         cards.write_card("lwta_ibp_softmax", "mnist", x=x, y=y)
+
+
+def test_card_command_records_the_non_default_settings():
+    from lwta_plugin.cards import Measurement
+
+    base = "python -m lwta_plugin.cards --model m --dataset mnist --repeats"
+    assert Measurement().command("m", "mnist", samples=5) == f"{base} 3"
+    assert Measurement(repeats=1, samples=2, limit=200, seed=4, batch_size=7).command("m", "mnist", samples=2) \
+        == f"{base} 1 --samples 2 --limit 200 --seed 4"
 
 
 def test_import_is_light_and_works_without_robustbench(store):
     code = ("import sys; import lwta_plugin; assert 'torch' not in sys.modules and 'robustbench' not in sys.modules;"
             "sys.modules['robustbench'] = None;"  # as if robustbench were not installed
             f"m = lwta_plugin.load_model('{NAME}', dataset='mnist'); print(type(m).__name__, m.training, m.samples);"
-            "from lwta_plugin.zoo import register_robustbench; print(register_robustbench())")
+            "print(lwta_plugin.register_robustbench())")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
@@ -326,9 +336,7 @@ def rb():
     pytest.importorskip("pyautoattack")
     if importlib.util.find_spec("robustbench") is None:
         pytest.skip("robustbench not installed")
-    from lwta_plugin.compat import import_robustbench
-
-    return import_robustbench()
+    return compat.import_robustbench()
 
 
 def test_registration_is_idempotent_and_keeps_robustbench_models(rb):
@@ -338,10 +346,8 @@ def test_registration_is_idempotent_and_keeps_robustbench_models(rb):
     cifar_linf = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
     own = {k: dict(v) for k, v in cifar_linf.items() if not v.get("lwta_plugin")}
     snapshot = {ds: {tm: list(d) for tm, d in per.items()} for ds, per in model_dicts.items()}
-    assert zoo.register_robustbench() and zoo.register_robustbench()
-    from lwta_plugin.compat import install_robustbench_hook
-
-    install_robustbench_hook()
+    assert compat.register_robustbench() and lwta_plugin.register_robustbench()
+    compat.install_robustbench_hook()
     assert sum(bool(getattr(f, "_lwta_plugin_hook", False)) for f in sys.meta_path) <= 1
     assert {ds: {tm: list(d) for tm, d in per.items()} for ds, per in model_dicts.items()} == snapshot
     assert [m.value for m in BenchmarkDataset] == ["cifar10", "cifar100", "imagenet", "mnist"]
@@ -407,7 +413,7 @@ def test_robustbench_names_go_to_robustbench(rb):
     from robustbench.utils import load_model
 
     calls = []
-    wrapped = zoo._robustbench_load_model_wrapper(lambda *a: calls.append(a) or "robustbench")
+    wrapped = compat._robustbench_load_model_wrapper(lambda *a: calls.append(a) or "robustbench")
     assert wrapped("Standard", "./m", "cifar10", "Linf") == "robustbench"
     assert calls == [("Standard", "./m", "cifar10", "Linf", "", None)]
     with pytest.raises(KeyError):  # RobustBench's own behaviour for an unknown name
@@ -417,8 +423,6 @@ def test_robustbench_names_go_to_robustbench(rb):
 
 
 def test_benchmark_refuses_random_models(rb, store):
-    from lwta_plugin.compat import refuse_random_model
-
     model = zoo.load_model(NAME, samples=1)
     with pytest.raises(ValueError, match=rf"random model '{NAME}'.*lwta evaluate --model {NAME} --dataset mnist "
                                          r"--protocol autoattack-rand.*--protocol adaptive"):
@@ -433,8 +437,8 @@ def test_benchmark_refuses_random_models(rb, store):
         rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="plus", device="cpu")
     assert rb_eval.AutoAttack(model, norm="Linf", eps=0.3, version="rand", device="cpu").apgd.eot_iter == 20
     with model.sampling("argmax"):
-        refuse_random_model(model)  # a deterministic surrogate is allowed
-    refuse_random_model(create_model("relu_softmax"))
+        compat.refuse_random_model(model)  # a deterministic surrogate is allowed
+    compat.refuse_random_model(create_model("relu_softmax"))
 
 
 def test_robustbench_from_a_fresh_interpreter(store, tmp_path):
@@ -513,8 +517,6 @@ def test_autoattack_alias_and_pkg_resources(rb, monkeypatch):
     import pyautoattack
     import pyautoattack.other_utils
 
-    from lwta_plugin import compat
-
     assert sys.modules["autoattack"] is pyautoattack and sys.modules["autoattack.state"] is pyautoattack.state
     # a submodule imported through the alias later is the same module object, never a second copy
     monkeypatch.delitem(sys.modules, "autoattack.other_utils")
@@ -544,12 +546,12 @@ class Color(enum.Enum):
 
 def test_extend_enum_in_place():
     keyed = {Color.red: 1}
-    blue = zoo.extend_enum(Color, "blue", "b")
-    assert zoo.extend_enum(Color, "blue", "b") is blue  # idempotent
+    blue = compat.extend_enum(Color, "blue", "b")
+    assert compat.extend_enum(Color, "blue", "b") is blue  # idempotent
     assert Color("b") is Color.blue is Color["blue"] is blue and blue.name == "blue" and blue.value == "b"
     assert list(Color) == [Color.red, Color.green, blue] and len(Color) == 3 and keyed[Color("r")] == 1
     assert pickle.loads(pickle.dumps(blue)) is blue
     with pytest.raises(ValueError, match="already has value 'r'"):
-        zoo.extend_enum(Color, "crimson", "r")
+        compat.extend_enum(Color, "crimson", "r")
     with pytest.raises(ValueError, match="exists with value 'b'"):
-        zoo.extend_enum(Color, "blue", "x")
+        compat.extend_enum(Color, "blue", "x")

@@ -43,6 +43,8 @@ class APGDRand(Attack):
     """APGD-CE + APGD-DLR (L-inf) with EOT over ``eot_iter`` draws, ``n_restarts`` restarts, ``steps`` iterations."""
 
     name = "apgd_rand"
+    white_box, iterative = True, True
+    budget_keys = ("steps", "eot_iter", "n_restarts")
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, steps: int = 100, eot_iter: int = 20,
                  n_restarts: int = 1, losses: tuple[str, ...] | list[str] = APGD_LOSSES, rho: float = 0.75,

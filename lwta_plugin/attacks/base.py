@@ -95,7 +95,10 @@ class BestIterate:
 
 
 class Attack:
-    """Base class: subclasses set ``name`` and implement :meth:`perturb` on validated inputs.
+    """Base class: subclasses set ``name`` and the facts below, and implement :meth:`perturb` on validated inputs.
+
+    The class attributes ``bounded``, ``white_box``, ``iterative`` and ``budget_keys`` describe the attack for the
+    attack-failure indicators (:mod:`lwta_plugin.attacks.indicators`), which read them through the registry.
 
     ``perturb(x, y)`` receives ``x`` detached on the model's device and dtype, ``y`` as int64 there, with the
     model in eval mode (restored afterwards); it may call the model with gradients enabled.
@@ -103,6 +106,9 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     bounded: ClassVar[bool] = True  # returns points within its eps-ball (unbounded attacks: False)
+    white_box: ClassVar[bool] = True  # uses the attacked model's gradients (black-box attacks: False)
+    iterative: ClassVar[bool] = True  # refines its point over several steps (one-step attacks: False)
+    budget_keys: ClassVar[tuple[str, ...]] = ()  # hyperparameters that are budgets (steps, EOT samples, ...)
 
     def __init__(self, model: nn.Module, **hparams: Any):
         if not isinstance(model, nn.Module):

@@ -15,6 +15,8 @@ class BPDA(PGD):
     """EOT-PGD with straight-through winner gradients; ``sampling`` is the forward-pass preset (``paper``)."""
 
     name = "bpda"
+    white_box, iterative = True, True
+    budget_keys = ("steps", "eot_samples")
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, eot_samples: int = 20, loss: str = "ce", output: str = "logits",

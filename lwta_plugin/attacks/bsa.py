@@ -9,6 +9,8 @@ the projection may undo a success).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,16 +24,19 @@ def blind_spot(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class BSA(CW):
-    """CW-L2 on :func:`blind_spot` images; ``eps`` (optional) bounds the result around the original image."""
+    """CW-L2 on :func:`blind_spot` images; ``eps`` (optional) bounds the result around the original image.
+
+    ``cw_params`` are CW-L2's hyperparameters with CW's defaults (:class:`~lwta_plugin.attacks.cw.CW`: ``c``,
+    ``lr``, ``binary_search_steps``, ``steps``, ``confidence``, ``abort_early``, ``eot_samples``, ``chunk_size``).
+    """
 
     name = "bsa"
+    bounded = False  # by default; an instance with ``eps`` is bounded
+    white_box, iterative = True, True
+    budget_keys = ("binary_search_steps", "steps", "eot_samples")
 
-    def __init__(self, model: nn.Module, *, alpha: float = 0.8, eps: float | None = None, c: float = 1e-2,
-                 lr: float = 5e-3, binary_search_steps: int = 5, steps: int = 1000, confidence: float = 0.0,
-                 abort_early: bool = True, eot_samples: int = 1, chunk_size: int | None = None):
-        super().__init__(model, c=c, lr=lr, binary_search_steps=binary_search_steps, steps=steps,
-                         confidence=confidence, abort_early=abort_early, eot_samples=eot_samples,
-                         chunk_size=chunk_size)
+    def __init__(self, model: nn.Module, *, alpha: float = 0.8, eps: float | None = None, **cw_params: Any):
+        super().__init__(model, **cw_params)
         check_number("alpha", alpha, 0.0, 1.0, low_open=True)
         if eps is not None:
             check_number("eps", eps, 0.0)

@@ -27,6 +27,8 @@ class CW(Attack):
 
     name = "cw"
     bounded = False
+    white_box, iterative = True, True
+    budget_keys = ("binary_search_steps", "steps", "eot_samples")
 
     def __init__(self, model: nn.Module, *, c: float = 1e-2, lr: float = 5e-3, binary_search_steps: int = 5,
                  steps: int = 1000, confidence: float = 0.0, abort_early: bool = True, eot_samples: int = 1,

@@ -11,6 +11,8 @@ class EOTPGD(PGD):
     """PGD whose every gradient is ``mean_s grad CE(f_s(x), y)`` over ``eot_samples`` draws."""
 
     name = "eot_pgd"
+    white_box, iterative = True, True
+    budget_keys = ("steps", "eot_samples")
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, loss: str = "ce", eot_samples: int = 20, output: str = "logits",

@@ -15,6 +15,8 @@ class EOTPGDMargin(PGD):
     """PGD on the EOT-averaged margin of the raw codeword correlations."""
 
     name = "eot_pgd_margin"
+    white_box, iterative = True, True
+    budget_keys = ("steps", "eot_samples")
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, eot_samples: int = 20, loss: str = "margin", output: str = "raw",

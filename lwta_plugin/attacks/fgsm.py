@@ -10,6 +10,8 @@ class FGSM(PGD):
     """``x + eps * sign(grad loss)``; the clean point and the step are both tracked (best iterate)."""
 
     name = "fgsm"
+    white_box, iterative = True, False
+    budget_keys = ("eot_samples",)
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, loss: str = "ce", eot_samples: int = 1,
                  output: str = "logits", chunk_size: int | None = None):

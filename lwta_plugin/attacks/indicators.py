@@ -2,10 +2,11 @@
 
 Two kinds:
 
-* From evaluation results (``results[key]`` as :meth:`lwta_plugin.evaluation.Run.assemble` builds them: ``attack``,
-  ``kind``, ``bounded``, ``mean``, ``per_example_correct`` (base-36 counts out of ``passes``), ``n_examples``,
-  ``hyperparameters``): :func:`unbounded_attack_failure`, :func:`eps_monotonicity`, :func:`black_box_stronger`,
-  :func:`one_step_stronger`, :func:`budget_convergence`; :func:`from_results` runs all that apply.
+* From evaluation results (``results[key]`` as :func:`lwta_plugin.evaluation.assembly.attack_result` builds
+  them: ``attack``, ``kind``, ``bounded``, ``mean``, ``per_example_correct`` (base-36 counts out of ``passes``),
+  ``n_examples``, ``hyperparameters``): :func:`unbounded_attack_failure`, :func:`eps_monotonicity`,
+  :func:`black_box_stronger`, :func:`one_step_stronger`, :func:`budget_convergence`; :func:`from_results` runs all
+  that apply.
 * Standalone, rerunning attacks: :func:`check_convergence` (2x steps / EOT samples on a subset) and
   :func:`check_silent_success` (the attack path met an adversarial point but the returned point is not one).
 
@@ -14,28 +15,66 @@ Every indicator is a dict ``{"name", "fired", "value", "threshold", "detail", ..
 paired over their common first images: ``gap = mean_i (p_a,i - p_b,i)`` with ``p`` the per-image fraction of
 correct predictions, and an indicator fires only when the gap exceeds both ``tolerance`` and ``z`` standard
 errors of the paired mean (the model's randomness makes accuracies noisy).
+
+What kind of attack a result comes from (white-box or black-box, iterative or one-step, which hyperparameters are
+budgets) is read from the attack's class (:class:`~lwta_plugin.attacks.base.Attack`'s facts) through the registry,
+by the result's ``attack`` name.
 """
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..statistics import correct_counts, decode_counts
+from ..statistics import correct_counts, decode_counts, paired_difference
+from .registry import ATTACKS, build_attack
 
-WHITE_BOX_ITERATIVE = ("pgd", "eot_pgd", "eot_pgd_margin", "apgd_rand", "bpda")
-ONE_STEP = ("fgsm",)
-BLACK_BOX = ("noise", "transfer")
-BUDGET_KEYS = ("steps", "eot_samples", "eot_iter", "n_restarts", "binary_search_steps", "draws")
 TOLERANCE = 0.01  # accuracy difference (absolute) below which attacks count as equally strong
 Z = 3.0  # standard errors of the paired difference required before an indicator fires
 UNBOUNDED_MAX_ACCURACY = 0.02  # an unbounded attack must leave (almost) no image correctly classified
 
 Indicator = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------- attack facts
+
+
+def attacks_where(**facts: bool) -> tuple[str, ...]:
+    """Registered attacks whose class facts (``bounded``, ``white_box``, ``iterative``) have the given values."""
+    return tuple(name for name, cls in ATTACKS.items() if all(getattr(cls, k) == v for k, v in facts.items()))
+
+
+def white_box_iterative_attacks() -> tuple[str, ...]:
+    """Iterative white-box attacks of the eps-ball: the reference the other attacks must not beat.
+
+    Unbounded attacks (CW, BSA, whose optional ``eps`` only projects the final point) are not among them."""
+    return attacks_where(white_box=True, iterative=True, bounded=True)
+
+
+def one_step_attacks() -> tuple[str, ...]:
+    """One-step white-box attacks (FGSM)."""
+    return attacks_where(white_box=True, iterative=False)
+
+
+def black_box_attacks() -> tuple[str, ...]:
+    """Attacks that do not use the attacked model's gradients (noise, transfer)."""
+    return attacks_where(white_box=False)
+
+
+def budget_keys(attack: str | None = None) -> tuple[str, ...]:
+    """The budget hyperparameters of ``attack`` (its class's ``budget_keys``); for None or an attack outside the
+    registry, those of every registered attack."""
+    cls = ATTACKS.get(attack) if attack is not None else None
+    if cls is not None:
+        return cls.budget_keys
+    return tuple(dict.fromkeys(k for c in ATTACKS.values() for k in c.budget_keys))
+
+
+# ------------------------------------------------------------------------------------------------ records
 
 
 def _round(v: float | None) -> float | None:
@@ -70,19 +109,26 @@ def per_example(res: dict, passes: int | None = None) -> list[float] | None:
 
 
 def paired_gap(a: dict, b: dict, passes: int | None = None) -> tuple[float, float]:
-    """``mean(p_a - p_b)`` over the common first images and its standard error (0 without per-example data)."""
+    """``mean(p_a - p_b)`` over the test images both cover (by ``start``, default 0) and its standard error (0
+    without per-example data or without common images: then the difference of the means)."""
     pa, pb = per_example(a, passes), per_example(b, passes)
     if pa is None or pb is None:
         return float(a["mean"]) - float(b["mean"]), 0.0
-    n = min(len(pa), len(pb))
-    d = [x - y for x, y in zip(pa[:n], pb[:n])]
-    mean = math.fsum(d) / n
-    se = math.sqrt(math.fsum((v - mean) ** 2 for v in d) / (n - 1) / n) if n > 1 else 0.0
-    return mean, se
+    sa, sb = a.get("start", 0), b.get("start", 0)
+    first, stop = max(sa, sb), min(sa + len(pa), sb + len(pb))
+    if stop <= first:
+        return float(a["mean"]) - float(b["mean"]), 0.0
+    return paired_difference(pa[first - sa:stop - sa], pb[first - sb:stop - sb])
 
 
 def _margin(se: float, tolerance: float, z: float) -> float:
     return max(tolerance, z * se)
+
+
+def _setting(res: dict) -> tuple:
+    """What else an attack result depends on besides its hyperparameters (the ``ladder`` protocol varies these;
+    results of other protocols do not record them): its images, labels and sampler."""
+    return res.get("start", 0), res.get("labels", "true"), res.get("sampling")
 
 
 def _name(key: str, res: dict) -> str:
@@ -135,7 +181,7 @@ def eps_monotonicity(results: dict[str, dict], tolerance: float = TOLERANCE, z: 
         if eps is None:
             continue
         rest = {h: v for h, v in (r.get("hyperparameters") or {}).items() if h not in ("eps", "alpha")}
-        groups.setdefault((_name(k, r), repr(sorted(rest.items()))), []).append((eps, k))
+        groups.setdefault((_name(k, r), repr(sorted(rest.items())), _setting(r)), []).append((eps, k))
     pairs = []
     for members in groups.values():
         chain = ([(0.0, None)] if clean is not None else []) + sorted(members)
@@ -183,26 +229,34 @@ def _weaker_than(results: dict[str, dict], weak: Sequence[str], strong: Sequence
 
 
 def black_box_stronger(results: dict[str, dict], tolerance: float = TOLERANCE, z: float = Z,
-                       passes: int | None = None, black_box: Sequence[str] = BLACK_BOX,
-                       white_box: Sequence[str] = WHITE_BOX_ITERATIVE) -> Indicator | None:
-    """Black-box attacks (noise, transfer) must not beat the strongest white-box iterative attack (same eps)."""
-    return _weaker_than(results, black_box, white_box, "black_box_stronger_than_white_box",
+                       passes: int | None = None, black_box: Sequence[str] | None = None,
+                       white_box: Sequence[str] | None = None) -> Indicator | None:
+    """Black-box attacks (noise, transfer) must not beat the strongest white-box iterative attack (same eps).
+
+    The attack names default to :func:`black_box_attacks` and :func:`white_box_iterative_attacks`."""
+    weak = black_box_attacks() if black_box is None else black_box
+    strong = white_box_iterative_attacks() if white_box is None else white_box
+    return _weaker_than(results, weak, strong, "black_box_stronger_than_white_box",
                         "black-box attacks beat every white-box gradient attack (gradient masking?)",
                         "no black-box attack beat the strongest white-box gradient attack", tolerance, z, passes)
 
 
 def one_step_stronger(results: dict[str, dict], tolerance: float = TOLERANCE, z: float = Z,
-                      passes: int | None = None, one_step: Sequence[str] = ONE_STEP,
-                      iterative: Sequence[str] = WHITE_BOX_ITERATIVE) -> Indicator | None:
-    """One-step attacks (FGSM) must not beat the strongest iterative attack (same eps)."""
-    return _weaker_than(results, one_step, iterative, "one_step_stronger_than_iterative",
+                      passes: int | None = None, one_step: Sequence[str] | None = None,
+                      iterative: Sequence[str] | None = None) -> Indicator | None:
+    """One-step attacks (FGSM) must not beat the strongest iterative attack (same eps).
+
+    The attack names default to :func:`one_step_attacks` and :func:`white_box_iterative_attacks`."""
+    weak = one_step_attacks() if one_step is None else one_step
+    strong = white_box_iterative_attacks() if iterative is None else iterative
+    return _weaker_than(results, weak, strong, "one_step_stronger_than_iterative",
                         "one-step attacks beat every iterative attack (failed optimisation?)",
                         "no one-step attack beat the strongest iterative attack", tolerance, z, passes)
 
 
-def _budget(r: dict) -> dict[str, float]:
+def _budget(key: str, r: dict) -> dict[str, float]:
     hp = r.get("hyperparameters") or {}
-    return {k: float(hp[k]) for k in BUDGET_KEYS if isinstance(hp.get(k), (int, float))}
+    return {k: float(hp[k]) for k in budget_keys(_name(key, r)) if isinstance(hp.get(k), (int, float))}
 
 
 def budget_convergence(results: dict[str, dict], tolerance: float = TOLERANCE, z: float = Z,
@@ -211,15 +265,16 @@ def budget_convergence(results: dict[str, dict], tolerance: float = TOLERANCE, z
     two results of one attack differ only in budget and the larger budget is significantly stronger."""
     groups: dict[tuple, list[str]] = {}
     for k, r in results.items():
-        if r.get("kind") != "adversarial" or not _budget(r):
+        if r.get("kind") != "adversarial" or not _budget(k, r):
             continue
-        rest = {h: v for h, v in (r.get("hyperparameters") or {}).items() if h not in BUDGET_KEYS}
-        groups.setdefault((_name(k, r), repr(sorted(rest.items()))), []).append(k)
+        keys = budget_keys(_name(k, r))
+        rest = {h: v for h, v in (r.get("hyperparameters") or {}).items() if h not in keys}
+        groups.setdefault((_name(k, r), repr(sorted(rest.items())), _setting(r)), []).append(k)
     worst_gap, bad, involved = float("-inf"), [], set()
     for members in groups.values():
         for ka in members:
             for kb in members:
-                ba, bb = _budget(results[ka]), _budget(results[kb])
+                ba, bb = _budget(ka, results[ka]), _budget(kb, results[kb])
                 if ba.keys() != bb.keys() or ba == bb or any(bb[k] < ba[k] for k in ba):
                     continue  # kb must have at least ka's budget everywhere and more somewhere
                 gap, se = paired_gap(results[ka], results[kb], passes)
@@ -314,39 +369,53 @@ def check_silent_success(attack: Any, x: torch.Tensor, y: torch.Tensor, model: n
     return silent_success(path, correct_fraction(model, x_adv, y, passes, samples), threshold)
 
 
-def doubled_budget(params: dict[str, Any], factor: int = 2) -> dict[str, Any]:
-    """``params`` with every budget hyperparameter (steps, EOT samples, ...) multiplied by ``factor``."""
-    return {k: (int(v * factor) if k in BUDGET_KEYS and isinstance(v, int) and not isinstance(v, bool) else v)
+def doubled_budget(params: dict[str, Any], factor: int = 2, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """``params`` with every budget hyperparameter (``keys``, default :func:`budget_keys` of every attack: steps,
+    EOT samples, ...) multiplied by ``factor``."""
+    keys = set(budget_keys() if keys is None else keys)
+    return {k: (int(v * factor) if k in keys and isinstance(v, int) and not isinstance(v, bool) else v)
             for k, v in params.items()}
 
 
-def check_convergence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str,
-                      params: dict[str, Any], factor: int = 2, n_images: int | None = None, passes: int = 1,
-                      samples: int | None = None, seed: int = 0, tolerance: float = TOLERANCE,
-                      z: float = Z) -> Indicator:
-    """Rerun ``attack`` with ``factor`` times its budget (steps, EOT samples, ...; defaults filled in from the
-    attack) on the first ``n_images`` images: fires when the larger budget lowers accuracy significantly."""
-    from . import build_attack
+@dataclass(frozen=True)
+class ConvergenceSettings:
+    """How :func:`check_convergence` reruns an attack: with ``factor`` times its budget, on the first ``n_images``
+    images (all: None), scoring ``passes`` predictions of ``samples`` draws per image, attacks seeded with
+    ``seed``; it fires when the gap exceeds ``tolerance`` and ``z`` standard errors."""
 
-    x, y = (x, y) if n_images is None else (x[:n_images], y[:n_images])
+    factor: int = 2
+    n_images: int | None = None
+    passes: int = 1
+    samples: int | None = None
+    seed: int = 0
+    tolerance: float = TOLERANCE
+    z: float = Z
+
+
+def check_convergence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, params: dict[str, Any],
+                      settings: ConvergenceSettings | None = None) -> Indicator:
+    """Rerun ``attack`` with ``settings.factor`` times its budget (steps, EOT samples, ...; defaults filled in from
+    the attack) on the first ``settings.n_images`` images: fires when the larger budget lowers accuracy
+    significantly."""
+    s = settings or ConvergenceSettings()
+    x, y = (x, y) if s.n_images is None else (x[:s.n_images], y[:s.n_images])
     base = build_attack(attack, model, **params)
-    budget = {k: v for k, v in base.hparams.items() if k in BUDGET_KEYS and isinstance(v, int)}
+    keys = type(base).budget_keys
+    budget = {k: v for k, v in base.hparams.items() if k in keys and isinstance(v, int)}
     if not budget:
-        raise ValueError(f"attack {attack!r} has no budget hyperparameter ({', '.join(BUDGET_KEYS)}) to increase")
-    bigger = build_attack(attack, model, **{**params, **doubled_budget(budget, factor)})
+        raise ValueError(f"attack {attack!r} has no budget hyperparameter ({', '.join(keys) or 'none'}) to "
+                         "increase")
+    bigger = build_attack(attack, model, **{**params, **doubled_budget(budget, s.factor, keys)})
     scores = []
     for a in (base, bigger):
-        torch.manual_seed(seed)
+        torch.manual_seed(s.seed)
         x_adv = a(x, y)
-        torch.manual_seed(seed + 1)
-        scores.append(correct_fraction(model, x_adv, y, passes, samples))
-    d = (scores[0] - scores[1]).tolist()
-    n = len(d)
-    gap = math.fsum(d) / n
-    se = math.sqrt(math.fsum((v - gap) ** 2 for v in d) / (n - 1) / n) if n > 1 else 0.0
-    fired = gap > _margin(se, tolerance, z)
-    doubled = ", ".join(f"{k} {v} -> {v * factor}" for k, v in budget.items())
+        torch.manual_seed(s.seed + 1)
+        scores.append(correct_fraction(model, x_adv, y, s.passes, s.samples))
+    gap, se = paired_difference(scores[0].tolist(), scores[1].tolist())
+    fired = gap > _margin(se, s.tolerance, s.z)
+    doubled = ", ".join(f"{k} {v} -> {v * s.factor}" for k, v in budget.items())
     detail = (f"{attack}: accuracy {_pct(float(scores[0].mean()))} -> {_pct(float(scores[1].mean()))} with {doubled} "
-              f"on {n} images")
+              f"on {len(x)} images")
     detail += " (not converged: use a larger budget)" if fired else " (converged)"
-    return make_indicator("attack_not_converged", fired, gap, float(tolerance), detail, attacks=[attack])
+    return make_indicator("attack_not_converged", fired, gap, float(s.tolerance), detail, attacks=[attack])

@@ -13,6 +13,8 @@ class Noise(Attack):
     margin (averaged prediction over ``eval_samples`` draws of the model) is kept per image."""
 
     name = "noise"
+    white_box, iterative = False, False  # independent draws, no refinement
+    budget_keys = ("draws",)
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, draws: int = 1, eval_samples: int = 1,
                  chunk_size: int | None = None):

@@ -13,6 +13,7 @@ point with averaged predictions anyway.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,14 +28,19 @@ class PGD(Attack):
 
     loss: ``ce`` (cross-entropy) or ``margin`` (CW margin ``max_{j != y} z_j - z_y``), on the decoder output
     ``output`` (``logits``; ``raw`` = codeword correlations before tanh and the log-ReLU). eot_samples: draws of
-    the model's randomness per gradient. alpha defaults to ``2.5 * eps / steps``.
+    the model's randomness per gradient. alpha defaults to ``2.5 * eps / steps``. on_step: optional callback,
+    called with every point of the attack path (the start, then the point after each step: ``steps + 1`` calls)
+    inside the attack's context, e.g. to record a trajectory; it is not a hyperparameter. A callback that draws
+    random numbers shifts the attack's later draws; without one the attack is unchanged.
     """
 
     name = "pgd"
+    white_box, iterative = True, True
+    budget_keys = ("steps", "eot_samples")
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 40,
                  random_start: bool = True, loss: str = "ce", eot_samples: int = 1, output: str = "logits",
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, on_step: Callable[[torch.Tensor], None] | None = None):
         check_number("eps", eps, 0.0)
         check_number("steps", steps, 1, integer=True)
         alpha = 2.5 * eps / steps if alpha is None else alpha
@@ -50,6 +56,7 @@ class PGD(Attack):
                          random_start=bool(random_start), loss=loss, eot_samples=int(eot_samples), output=output)
         self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), int(steps), bool(random_start)
         self.loss, self.eot_samples, self.output, self.chunk_size = loss, int(eot_samples), output, chunk_size
+        self.on_step = on_step
 
     # hooks for the variants -------------------------------------------------------------------------------------
     def target(self) -> nn.Module:
@@ -70,10 +77,14 @@ class PGD(Attack):
         trace = []
         with self.context():
             for _ in range(self.steps):
+                if self.on_step is not None:
+                    self.on_step(x_adv)
                 g = eot_gradient(model, x_adv, y, self.loss, self.eot_samples, self.chunk_size, self.output)
                 best.update(x_adv, g.log_probs)
                 trace.append(g.loss)
                 x_adv = project_linf(x_adv + self.alpha * g.grad.sign(), x, self.eps)
+            if self.on_step is not None:
+                self.on_step(x_adv)
             best.update(x_adv, eot_predict(model, x_adv, self.eot_samples, self.chunk_size).clone())
         self.last_info = {"path_adversarial": best.ever_adversarial.cpu(), "returned_adversarial": best.adversarial.cpu(),
                           "loss_trace": torch.stack(trace).cpu()}

@@ -1,7 +1,7 @@
 """The paper's "Random" score (reference_implementations.md section 5): the fraction of uniform-noise images
 ``U[0, 1)`` (``U[0, 1) - 0.5`` in the reference's centred space) whose predicted maximum class probability is
 below ``threshold`` (0.9). Higher is better; it is not an accuracy. The counting is
-:func:`lwta_plugin.evaluation.low_confidence_counts` (one implementation, shared with the evaluation runner)."""
+:func:`lwta_plugin.statistics.low_confidence_counts` (one implementation, shared with the evaluation runner)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,20 +9,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..statistics import low_confidence_counts
+
 
 def uniform_noise_images(n: int, shape: Sequence[int], generator: torch.Generator | None = None,
                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``n`` images of ``shape`` (C, H, W) with pixels drawn i.i.d. from U[0, 1)."""
     return torch.rand((int(n), *shape), generator=generator, dtype=dtype)
-
-
-def low_confidence_counts(model: nn.Module, x: torch.Tensor, passes: int, samples: int,
-                          threshold: float) -> list[int]:
-    """Per image, how many of ``passes`` predictions (each averaging ``samples`` draws) have max probability
-    below ``threshold`` (see :func:`lwta_plugin.evaluation.low_confidence_counts`)."""
-    from ..evaluation import low_confidence_counts as counts
-
-    return counts(model, x, passes, samples, threshold)
 
 
 def random_score(model: nn.Module, n_images: int = 1000, input_shape: Sequence[int] | None = None,

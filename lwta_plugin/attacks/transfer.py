@@ -22,6 +22,8 @@ class Transfer(PGD):
     """PGD on ``surrogate`` (``expected``, ``argmax`` or a module); adversarials are returned for the target."""
 
     name = "transfer"
+    white_box, iterative = False, True  # gradients of the surrogate only
+    budget_keys = ("steps",)
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, loss: str = "ce", surrogate: str | nn.Module = "expected",

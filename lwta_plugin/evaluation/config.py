@@ -1,0 +1,248 @@
+"""What to evaluate: :class:`EvaluationConfig` (set by the command line, a config file or a Python caller), the
+config-file loader, and the command that reproduces an entry."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocols import EPS, PROTOCOLS, Protocol, get_protocol, resolve
+from ..zoo import available_models
+
+CONFIG_FORMAT = "lwta-plugin/eval-config-1"
+CONFIG_KEYS = {"format", "description", "dataset", "threat_model", "seed", "out_dir", "runs"}
+RUN_KEYS = {"models", "protocols", "n_examples", "batch_size", "passes", "overrides", "checkpoints", "seed"}
+
+# options of `lwta evaluate` that, given beside --config, change results: the reproduction command lists them,
+# in this order
+RECORDED_OVERRIDES = ("dataset", "n_examples", "seed", "batch_size", "passes")
+COMMAND_LINE_KEYS = (*RECORDED_OVERRIDES, "threat_model", "out_dir", "model_dir", "data_root")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _names(value: str | Sequence[str], what: str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(dict.fromkeys(value))
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what} must be names (strings), got {value!r}")
+    return names
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything that decides an evaluation's entries: models, data set, protocols and their limits.
+
+    ``models`` and ``protocols`` take a name or a sequence of names (stored as tuples, duplicates dropped).
+    ``n_examples`` caps every attack's image count; ``batch_size`` and ``passes`` replace the protocol's;
+    ``overrides`` = {protocol: {attack: {"n_examples"|"params"|"batch_size": ...}}}; ``checkpoints`` =
+    {model: path} for models that are not in the weight store (or ``model_dir``). ``config_file`` and
+    ``cli_overrides`` (the names of the fields that the command line set over the file) only shape the
+    reproduction command (:meth:`command`). Every value is checked when the config is made.
+    """
+
+    models: Sequence[str]
+    dataset: str = "mnist"
+    protocols: Sequence[str] = ("paper",)
+    n_examples: int | None = None
+    seed: int = 0
+    out_dir: str | os.PathLike[str] = "leaderboard"
+    threat_model: str = "Linf"
+    checkpoints: Mapping[str, str] = field(default_factory=dict)
+    model_dir: str | os.PathLike[str] | None = None
+    batch_size: int | None = None
+    passes: int | None = None
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    data_root: str | None = None
+    config_file: str | None = None
+    cli_overrides: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        # frozen: the normalised values are set once, here
+        set_ = object.__setattr__
+        set_(self, "models", _names(self.models, "models"))
+        set_(self, "protocols", _names(self.protocols, "protocols"))
+        set_(self, "checkpoints", dict(self.checkpoints or {}))
+        set_(self, "overrides", dict(self.overrides or {}))
+        unknown = set(self.cli_overrides) - set(RECORDED_OVERRIDES)
+        if unknown:
+            raise ValueError(f"cli_overrides names {sorted(unknown)}; allowed: {', '.join(RECORDED_OVERRIDES)}")
+        set_(self, "cli_overrides", tuple(k for k in RECORDED_OVERRIDES if k in self.cli_overrides))
+        self._check()
+
+    def _check(self) -> None:
+        if not self.models:
+            raise ValueError("no model to evaluate")
+        if not self.protocols:
+            raise ValueError(f"no protocol given; expected one or more of {', '.join(PROTOCOLS)}")
+        for name in self.protocols:
+            if name not in PROTOCOLS:
+                raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
+        if self.dataset not in EPS:
+            raise ValueError(f"unknown data set {self.dataset!r}; expected one of {sorted(EPS)}")
+        if self.threat_model != "Linf":
+            raise ValueError(f"the evaluation protocols are L-inf attacks; threat model {self.threat_model!r} has "
+                             "none")
+        bad = sorted(set(self.overrides) - set(PROTOCOLS))
+        if bad:
+            raise ValueError(f"overrides name unknown protocols {bad}; expected {', '.join(PROTOCOLS)}")
+        for key in ("seed", "n_examples", "batch_size", "passes"):
+            value = getattr(self, key)
+            if (value is not None or key == "seed") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{key} must be an integer, got {value!r}")
+        self.resolved_protocols()  # image counts, batch sizes, passes and per-attack overrides
+
+    def resolved_protocols(self) -> list[Protocol]:
+        """The protocols (in the order given) with this config's limits applied
+        (:func:`lwta_plugin.protocols.resolve`)."""
+        return [resolve(get_protocol(p, self.dataset), self.n_examples, None, self.batch_size,
+                        self.overrides.get(p), self.passes) for p in self.protocols]
+
+    def command(self, model: str, protocol: str) -> str:
+        """The command that reproduces the entry of ``model`` / ``protocol`` (without shard, merge, progress or
+        thread options, which do not change it).
+
+        With a config file: ``lwta evaluate --config FILE --model M --protocol P`` plus the command line's own
+        overrides of the file (e.g. ``--n-examples 20``)."""
+        if self.config_file is not None:
+            args = ["--config", str(self.config_file), "--model", model, "--protocol", protocol]
+            for key in self.cli_overrides:
+                args += [_option(key), str(getattr(self, key))]
+            return shlex.join(["lwta", "evaluate", *args])
+        args = ["--model", model, "--dataset", self.dataset, "--protocol", protocol, "--seed", str(self.seed)]
+        if self.threat_model != "Linf":
+            args += ["--threat-model", self.threat_model]
+        for key in ("n_examples", "batch_size", "passes"):
+            if getattr(self, key) is not None:
+                args += [_option(key), str(getattr(self, key))]
+        if self.checkpoints.get(model) is not None:
+            args += ["--checkpoint", str(self.checkpoints[model])]
+        return shlex.join(["lwta", "evaluate", *args])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; ValueError with the expected form otherwise."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard must be i/N with 0 <= i < N, got {text!r}")
+    return i, n
+
+
+def check_shard(shard: tuple[int, int] | str | None) -> tuple[int, int] | None:
+    """A shard given as ``"i/N"`` or ``(i, N)``, checked; None stays None (the whole run)."""
+    if isinstance(shard, str):
+        return parse_shard(shard)
+    if shard is not None:
+        i, n = shard
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"shard must be i/N with 0 <= i < N, got {i}/{n}")
+        return i, n
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config files
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read an evaluation config file (``leaderboard/mnist-smoke.json`` etc.) and check its structure.
+
+    Format: ``{"format": "lwta-plugin/eval-config-1", "description": str, "dataset": "mnist", "seed": 0,
+    "out_dir": "leaderboard", "runs": [{"models": [names] | "shipped", "protocols": [...], "n_examples": int,
+    "batch_size": int, "passes": int, "overrides": {protocol: {attack: {...}}}, "checkpoints": {name: path},
+    "seed": int}]}``; every key but ``format`` and ``runs`` (and ``models`` in a run) is optional. Relative
+    checkpoint paths are relative to the working directory."""
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read evaluation config {path}: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != CONFIG_FORMAT:
+        raise ValueError(f"{path} is not an evaluation config (expected \"format\": \"{CONFIG_FORMAT}\")")
+    bad = set(cfg) - CONFIG_KEYS
+    if bad:
+        raise ValueError(f"{path}: unknown keys {sorted(bad)}; allowed: {sorted(CONFIG_KEYS)}")
+    if cfg.get("dataset", "mnist") not in EPS:
+        raise ValueError(f"{path}: unknown data set {cfg.get('dataset')!r}; expected one of {sorted(EPS)}")
+    runs = cfg.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"{path}: \"runs\" must be a non-empty list")
+    for i, run in enumerate(runs):
+        _check_run(path, i, run)
+    return cfg
+
+
+def _check_run(path: Path, i: int, run: Any) -> None:
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: run {i} must be an object")  # noqa: TRY004 (a bad file, not a bad call)
+    bad = set(run) - RUN_KEYS
+    if bad:
+        raise ValueError(f"{path}: run {i} has unknown keys {sorted(bad)}; allowed: {sorted(RUN_KEYS)}")
+    models = run.get("models")
+    if not (models == "shipped" or (isinstance(models, list) and models
+                                    and all(isinstance(m, str) for m in models))):
+        raise ValueError(f"{path}: run {i}: \"models\" must be a non-empty list of names or \"shipped\"")
+    protos = run.get("protocols", ["paper"])
+    if not isinstance(protos, list) or not protos:
+        raise ValueError(f"{path}: run {i}: \"protocols\" must be a non-empty list")
+    for p in protos:
+        if p not in PROTOCOLS:
+            raise ValueError(f"{path}: run {i}: unknown protocol {p!r}; expected one of {', '.join(PROTOCOLS)}")
+    for key in ("n_examples", "batch_size", "passes", "seed"):
+        if key in run and (isinstance(run[key], bool) or not isinstance(run[key], int)):
+            raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer")
+
+
+def _run_models(run: dict, dataset: str) -> list[str]:
+    if run["models"] != "shipped":
+        return list(run["models"])
+    names = [e["name"] for e in available_models(dataset)]
+    if not names:
+        raise ValueError(f"the config asks for the shipped {dataset} models, but the weight store has none; ship "
+                         "models with scripts/ship_model.py or list checkpoints in the config")
+    return names
+
+
+def load_config(path: str | os.PathLike, *, models: Sequence[str] | None = None,
+                protocols: Sequence[str] | None = None, **command_line: Any) -> list[EvaluationConfig]:
+    """The evaluations a config file asks for: one :class:`EvaluationConfig` per run of the file that has a model
+    in ``models`` and a protocol in ``protocols`` (None: every one), narrowed to those.
+
+    ``command_line``: values of the command line that override the file or add to it (keys
+    :data:`COMMAND_LINE_KEYS`; None means not given). ``"models": "shipped"`` lists the weight store's models.
+    """
+    unknown = sorted(set(command_line) - set(COMMAND_LINE_KEYS))
+    if unknown:
+        raise TypeError(f"load_config() got unexpected keyword arguments {unknown}")
+    given = {k: v for k, v in command_line.items() if v is not None}
+    cfg = read_config_file(path)
+    file_wide = {"dataset": cfg.get("dataset", "mnist"), "threat_model": cfg.get("threat_model", "Linf"),
+                 "out_dir": cfg.get("out_dir", "leaderboard")}
+    dataset = given.get("dataset", file_wide["dataset"])
+    configs = []
+    for run in cfg["runs"]:
+        names = [n for n in _run_models(run, dataset) if not models or n in models]
+        protos = [p for p in run.get("protocols", ["paper"]) if not protocols or p in protocols]
+        if not (names and protos):
+            continue
+        settings = {**file_wide, "seed": run.get("seed", cfg.get("seed", 0)), "n_examples": run.get("n_examples"),
+                    "batch_size": run.get("batch_size"), "passes": run.get("passes"), **given}
+        configs.append(EvaluationConfig(names, protocols=protos, checkpoints=run.get("checkpoints") or {},
+                                        overrides=run.get("overrides") or {}, config_file=str(path),
+                                        cli_overrides=[k for k in given if k in RECORDED_OVERRIDES],
+                                        **settings))
+    if not configs:
+        raise ValueError(f"no run in {path} matches the --model/--protocol selection")
+    return configs

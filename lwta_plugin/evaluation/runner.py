@@ -1,0 +1,314 @@
+"""One model evaluated with one protocol (:class:`ProtocolRun`): its tasks, their seeds, the state directory that
+makes it resumable and shardable, and the writing of its entry."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attacks import build_attack
+from ..entries import entry_path, validate_entry
+from ..io import atomic_write_json, directory_lock, dumps_json
+from ..models import LWTANet
+from ..protocols import AttackSpec, Protocol
+from ..statistics import (
+    correct_counts,
+    encode_counts,
+    low_confidence_counts,
+    round_stat,
+    seed_everything,
+    stable_seed,
+)
+from .assembly import (
+    COMBINE_FROM,
+    COMBINE_INTO,
+    attack_result,
+    build_entry,
+    jsonable,
+    refresh_combined,
+    timing_record,
+)
+from .config import EvaluationConfig
+from .errors import EvaluationError, IncompleteRunError
+from .loading import EvaluationData, ModelInfo, tensor_sha256, versions
+
+STATE_FORMAT = "lwta-plugin/eval-state-1"
+LINF_TOLERANCE = 1e-5  # float slack when checking that a bounded attack stayed inside the eps-ball
+
+AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+AttackFactory = Callable[[AttackSpec, LWTANet], AttackFn]
+BatchHook = Callable[[str, int], None]
+Log = Callable[[str], None]
+
+
+def build_attack_for(spec: AttackSpec, model: LWTANet) -> AttackFn:
+    """The default attack factory: ``lwta_plugin.attacks.build_attack(spec.attack, model, **spec.params)`` with a
+    clear error."""
+    try:
+        return build_attack(spec.attack, model, **spec.params)
+    except TypeError as e:
+        raise ValueError(f"cannot build attack {spec.attack!r} with parameters {spec.params}: {e}") from None
+
+
+class ProtocolRun:
+    """One model evaluated with one (resolved) protocol; owns the state directory and the entry.
+
+    ``config`` supplies the seed, data set, threat model, output directory and reproduction command;
+    ``attack_factory(spec, model)`` builds each task's attack (default :func:`build_attack_for`)."""
+
+    def __init__(self, model: LWTANet, info: ModelInfo, data: EvaluationData, protocol: Protocol,
+                 config: EvaluationConfig, attack_factory: AttackFactory = build_attack_for):
+        self.model, self.info, self.x, self.y = model, info, data.x, data.y
+        self.protocol, self.seed, self.attack_factory = protocol, config.seed, attack_factory
+        self.path = entry_path(config.out_dir, config.dataset, config.threat_model, info.name, protocol.name)
+        self.state_dir = self.path.parent / f".{self.path.stem}.partial"
+        self.timing_path = self.path.with_suffix(".timing.json")
+        self.command = config.command(info.name, protocol.name)
+        n_data = max((a.start + a.n_examples for a in protocol.attacks if a.kind != "random_score"), default=0)
+        if n_data > len(data.x):
+            raise ValueError(f"protocol needs {n_data} test images, only {len(data.x)} given")
+        self.data = {"split": "test", "source": data.source, "first_n": n_data,
+                     "sha256": tensor_sha256(data.x[:n_data], data.y[:n_data])}
+        # what the results depend on: config.json of the state directory, hashed into the entry's config_sha256
+        self.state_config = {"format": STATE_FORMAT, "model": info.name, "checkpoint_sha256": info.sha256,
+                             "dataset": config.dataset, "threat_model": config.threat_model, "seed": config.seed,
+                             "data": self.data, "protocol": protocol.to_dict(), "versions": versions()}
+        self.config_sha256 = hashlib.sha256(dumps_json(self.state_config).encode()).hexdigest()
+
+    def status(self, status: str, missing: int = 0) -> dict:
+        """The status record :func:`lwta_plugin.evaluation.evaluate` returns for this run."""
+        return {"model": self.info.name, "protocol": self.protocol.name, "path": str(self.path), "status": status,
+                "missing": missing}
+
+    # tasks -------------------------------------------------------------------------------------------------------
+    def tasks(self) -> list[tuple[AttackSpec, int]]:
+        """Every ``(attack, batch)`` of the protocol, in the fixed order that shards split by index."""
+        return [(spec, b) for spec in self.protocol.attacks
+                for b in range(math.ceil(spec.n_examples / spec.batch_size))]
+
+    def task_path(self, spec: AttackSpec, b: int) -> Path:
+        """Where the finished task's record is stored."""
+        return self.state_dir / spec.key / f"{b:05d}.json"
+
+    def missing(self) -> list[tuple[AttackSpec, int]]:
+        """Tasks without a record yet."""
+        return [(s, b) for s, b in self.tasks() if not self.task_path(s, b).is_file()]
+
+    def up_to_date(self) -> bool:
+        """Whether the entry exists and was written with this run's configuration."""
+        if not self.path.is_file():
+            return False
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8")).get("config_sha256") == self.config_sha256
+        except ValueError:
+            return False
+
+    def prepare_state(self, resume: bool) -> None:
+        """Create the state directory, or check that the existing one belongs to this configuration."""
+        cfg_path = self.state_dir / "config.json"
+        if not resume and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        if cfg_path.is_file():
+            old = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if old != self.state_config:
+                diff = sorted(k for k in set(old) | set(self.state_config) if old.get(k) != self.state_config.get(k))
+                raise ValueError(f"{self.state_dir} holds partial results of a different configuration (differs in "
+                                 f"{', '.join(diff)}); delete it or rerun with --no-resume to start over")
+        else:
+            atomic_write_json(cfg_path, self.state_config)
+
+    def run_task(self, spec: AttackSpec, b: int) -> dict:
+        """Run one batch of one attack (seeded from its identity only) and return its record.
+
+        The attack is built afresh for every batch, after seeding, so no state (RNG, generators, caches) can
+        flow from one batch to the next; scoring always runs in eval mode with the attack's sampling setting,
+        whatever the attack did to the model's settings."""
+        lo, hi = b * spec.batch_size, min((b + 1) * spec.batch_size, spec.n_examples)
+        scoring = self.protocol.scoring
+        sampling = spec.sampling or scoring.sampling
+        samples = spec.score_samples or scoring.samples
+        ident = (self.seed, self.info.name, self.protocol.name, spec.key, b)
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"attack": spec.key, "batch": b, "start": lo, "stop": hi}
+        self.model.eval()
+        if spec.kind == "random_score":
+            g = torch.Generator().manual_seed(stable_seed(*ident, "noise"))
+            xa = torch.rand((hi - lo, *self.x.shape[1:]), generator=g, dtype=self.x.dtype)
+            yb = None
+        else:
+            xb, yb = self.x[spec.start + lo:spec.start + hi], self.y[spec.start + lo:spec.start + hi]
+            xa = xb if spec.kind == "clean" else self._adversarial(spec, xb, yb, ident, record)
+        self.model.eval()  # an attack may have left the model in training mode
+        with self.model.sampling(sampling):
+            seed_everything(stable_seed(*ident, "score"))
+            if yb is None:
+                counts = low_confidence_counts(self.model, xa, scoring.passes, samples, scoring.random_threshold)
+            else:
+                counts = correct_counts(self.model, xa, yb, scoring.passes, samples)
+        record["counts"] = encode_counts(counts, scoring.passes)
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        return record
+
+    def _adversarial(self, spec: AttackSpec, xb: torch.Tensor, yb: torch.Tensor, ident: tuple,
+                     record: dict[str, Any]) -> torch.Tensor:
+        """The attack's images for one batch; its hyperparameters and perturbation sizes go into ``record``."""
+        with self.model.sampling(spec.sampling or self.protocol.scoring.sampling):
+            if spec.labels == "predicted":  # the authors' cleverhans attacks (y=None): one pass on the clean image
+                seed_everything(stable_seed(*ident, "labels"))
+                with torch.no_grad(), self.model.using(samples=1, output="logits"):
+                    target = self.model(xb).argmax(1)
+                record["labels_agree"] = int((target == yb).sum())
+            else:
+                target = yb
+            seed_everything(stable_seed(*ident, "attack"))
+            attack = self.attack_factory(spec, self.model)
+            xa = self._attack(spec, attack, xb, target)
+        record["hyperparameters"] = jsonable(getattr(attack, "hparams", spec.params))
+        d = (xa - xb).flatten(1)
+        record["linf"] = [round_stat(v) for v in d.abs().amax(1).tolist()]
+        record["l2"] = [round_stat(v) for v in d.norm(dim=1).tolist()]
+        return xa
+
+    def _attack(self, spec: AttackSpec, attack: AttackFn, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with self.model.using(samples=spec.attack_samples, output="logits"):
+            xa = attack(xb.clone(), yb.clone())
+        if not isinstance(xa, torch.Tensor) or xa.shape != xb.shape:
+            raise EvaluationError(f"attack {spec.key!r} returned {getattr(xa, 'shape', type(xa))}, expected "
+                                  f"{tuple(xb.shape)}")
+        xa = xa.detach().to(xb.dtype)
+        if not torch.isfinite(xa).all() or xa.min() < -LINF_TOLERANCE or xa.max() > 1 + LINF_TOLERANCE:
+            raise EvaluationError(f"attack {spec.key!r} returned images outside [0, 1] or non-finite values")
+        xa = xa.clamp(0, 1)
+        eps = spec.params.get("eps")
+        if spec.bounded and eps is not None:
+            worst = (xa - xb).abs().amax().item()
+            if worst > eps + LINF_TOLERANCE:
+                raise EvaluationError(f"bounded attack {spec.key!r} left the L-inf ball: perturbation {worst:.6g} > "
+                                      f"eps {eps}; its results would be invalid")
+        return xa
+
+    def execute(self, shard: tuple[int, int] | None = None, on_batch: BatchHook | None = None,
+                progress: bool = True) -> int:
+        """Run this process's share of the unfinished tasks; returns how many ran."""
+        todo = [(k, s, b) for k, (s, b) in enumerate(self.tasks())
+                if (shard is None or k % shard[1] == shard[0]) and not self.task_path(s, b).is_file()]
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"{self.info.name} {self.protocol.name}", unit="batch", file=sys.stderr)
+        try:
+            for _, spec, b in todo:
+                if bar is not None:
+                    bar.set_postfix_str(spec.key)
+                record = self.run_task(spec, b)
+                atomic_write_json(self.task_path(spec, b), record)
+                if bar is not None:
+                    bar.update()
+                if on_batch is not None:
+                    on_batch(spec.key, b)
+        finally:
+            if bar is not None:
+                bar.close()
+        return len(todo)
+
+    # the whole run -----------------------------------------------------------------------------------------------
+    def advance(self, shard: tuple[int, int] | None, resume: bool, on_batch: BatchHook | None, progress: bool,
+                log: Log) -> dict:
+        """Check or start the state, run this process's share of the tasks, and write the entry when every task
+        is done (whichever shard finishes last does it). Returns :meth:`status`."""
+        lock_dir = self.path.parent
+        with directory_lock(lock_dir):
+            if resume and self.up_to_date() and not self.state_dir.exists():
+                log(f"{self.path}: up to date")
+                return self.status("up-to-date")
+            self.prepare_state(resume)
+        self.execute(shard, on_batch, progress)
+        with directory_lock(lock_dir):
+            if not self.state_dir.is_dir():  # another shard finished last and wrote the entry
+                if not self.up_to_date():
+                    raise EvaluationError(f"{self.state_dir} disappeared while this process was using it, and "
+                                          f"{self.path} is not the finished entry; rerun the command")
+                log(f"{self.path}: written by another shard")
+                return self.status("written")
+            missing = self.missing()
+            if missing:
+                log(f"{self.info.name} / {self.protocol.name}: {len(missing)} batches left for other shards (state: "
+                    f"{self.state_dir})")
+                return self.status("incomplete", len(missing))
+            self.finish(log)
+        return self.status("written")
+
+    def merge(self, log: Log) -> dict:
+        """Only write the entry from finished tasks (of shards run elsewhere and copied together)."""
+        with directory_lock(self.path.parent):
+            if not self.state_dir.is_dir():
+                if self.up_to_date():
+                    log(f"{self.path}: up to date (nothing to merge)")
+                    return self.status("up-to-date")
+                raise FileNotFoundError(f"nothing to merge for {self.info.name} / {self.protocol.name}: "
+                                        f"{self.state_dir} does not exist")
+            self.prepare_state(resume=True)  # checks that the partial results are of this configuration
+            self.load_records()  # raises IncompleteRunError naming the missing batches
+            self.finish(log)
+        return self.status("written")
+
+    # entry -------------------------------------------------------------------------------------------------------
+    def load_records(self) -> dict[str, list[dict]]:
+        """Every task's record by attack key, in batch order; IncompleteRunError if any is missing."""
+        missing = self.missing()
+        if missing:
+            listed = ", ".join(f"{s.key}/{b}" for s, b in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise IncompleteRunError(f"{len(missing)} of {len(self.tasks())} batches of {self.info.name} / "
+                                     f"{self.protocol.name} are not finished yet ({listed}); run the remaining "
+                                     f"shards (state: {self.state_dir})")
+        records: dict[str, list[dict]] = {}
+        for spec, b in self.tasks():
+            path = self.task_path(spec, b)
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun to recompute that batch") \
+                    from None
+            if not isinstance(rec, dict) or (rec.get("attack"), rec.get("batch")) != (spec.key, b):
+                raise ValueError(f"{self.task_path(spec, b)} does not hold batch {b} of {spec.key!r}")
+            records.setdefault(spec.key, []).append(rec)
+        return records
+
+    def assemble(self) -> tuple[dict, dict]:
+        """Build the entry and the timing record from the finished tasks."""
+        records = self.load_records()
+        results = {spec.key: attack_result(spec, records[spec.key], self.protocol) for spec in self.protocol.attacks}
+        with self.model.sampling(self.protocol.scoring.sampling):
+            stochastic = self.model.stochastic
+        entry = build_entry(results, self.protocol, self.info, self.state_config, stochastic=stochastic,
+                            command=self.command, config_sha256=self.config_sha256)
+        return entry, timing_record(records, self.info.name, self.protocol.name, self.config_sha256)
+
+    def write(self) -> Path:
+        """Assemble, validate and atomically write the entry and timing file; remove the state directory."""
+        entry, timing = self.assemble()
+        validate_entry(entry)
+        atomic_write_json(self.path, entry)
+        atomic_write_json(self.timing_path, timing)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return self.path
+
+    def finish(self, log: Log) -> Path:
+        """:meth:`write`, then refresh the combined worst case of this model's ``adaptive`` entry."""
+        path = self.write()
+        combines = self.protocol.name == COMBINE_INTO or self.protocol.name in COMBINE_FROM
+        if combines and refresh_combined(path):
+            log(f"updated the combined worst case of {path.parent / (self.info.name + '__' + COMBINE_INTO)}.json")
+        log(f"wrote {path}")
+        return path
