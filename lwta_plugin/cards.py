@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from .checkpoint import read_checkpoint
 from .data import load_tensors
-from .io import atomic_write_text
+from .io import atomic_write, atomic_write_text
 from .models import ACTIVATION_DESCRIPTIONS, CODE_DESCRIPTIONS, LWTANet, architecture_family, count_parameters
 from .paper import CITATION
 from .statistics import confidence_interval, effective_n
@@ -89,8 +90,61 @@ def describe(model: LWTANet) -> str:
     return " ".join(parts)
 
 
-def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str) -> str:
-    """The card's Markdown from the manifest entry, the loaded model and a measured accuracy."""
+def learning_curve(history: list[dict], parent: list[dict] | None = None) -> list[dict]:
+    """Validation accuracy per epoch over the whole training (a continued run's parent epochs first)."""
+    rows = [{**h, "run": "parent"} for h in parent or []] + [{**h, "run": "this"} for h in history]
+    return [{"epoch": i, "run": r["run"], "train_loss": r.get("train_loss"), "train_acc": r.get("train_acc"),
+             "val_acc": r.get("val_acc")} for i, r in enumerate(rows, 1)]
+
+
+def curve_section(curve: list[dict], image: str | None) -> list[str]:
+    """The card's "Learning curve" section: a plot (if drawn) and the table of epochs."""
+    if not curve:
+        return []
+    lines = ["## Learning curve", "", "Validation accuracy (one pass, on the validation split held out from the "
+             "training images) after each epoch, read from the checkpoint's training history"
+             + (" (the first epochs are those of the checkpoint this run continued)" if curve[0]["run"] == "parent"
+                else "") + ".", ""]
+    if image:
+        lines += [f"![learning curve]({image})", ""]
+    lines += ["| epoch | run | train loss | train accuracy | validation accuracy |", "|---:|---|---:|---:|---:|"]
+    for c in curve:
+        loss = "n/a" if c["train_loss"] is None else f"{c['train_loss']:.4f}"
+        lines.append(f"| {c['epoch']} | {c['run']} | {loss} | {_pct(c['train_acc'])} | {_pct(c['val_acc'])} |")
+    return [*lines, ""]
+
+
+def plot_curve(curve: list[dict], path: Path, title: str) -> Path | None:
+    """Draw validation (and training) accuracy per epoch into ``path``; None without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional: lwta-plugin[plots]
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    import io
+
+    fig = Figure(figsize=(5, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    epochs = [c["epoch"] for c in curve]
+    ax.plot(epochs, [100 * c["val_acc"] for c in curve], marker="o", label="validation")
+    if all(c["train_acc"] is not None for c in curve):
+        ax.plot(epochs, [100 * c["train_acc"] for c in curve], marker=".", ls="--", label="training (running mean)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(epochs)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str,
+                extra: list[str] | None = None) -> str:
+    """The card's Markdown from the manifest entry, the loaded model and a measured accuracy (``extra``: more
+    sections before "Robustness", e.g. :func:`curve_section`)."""
     name, dataset = entry["name"], entry["dataset"]
     title = DATASET_TITLES.get(dataset, dataset)
     params = count_parameters(model)
@@ -142,6 +196,7 @@ def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str
                    f"{', '.join(_pct(v) for v in a['per_repeat'])}), seed {a['seed']}."), "",
                   ("The interval is a Wilson interval with the image as unit (per-image accuracy averaged over the "
                    "passes), so it covers both the choice of test images and the model's randomness."), ""]
+    lines += extra or []
     lines += ["## Robustness", "",
               ("This card states no robust accuracy: for a random model, attacks without EOT overestimate "
                "robustness. See the leaderboard (`leaderboard/README.md`) and evaluate with "
@@ -197,7 +252,12 @@ def write_card(name: str, dataset: str = "mnist", store: str | os.PathLike | Non
     accuracy = measure_clean_accuracy(model, x, y, samples=S, repeats=m.repeats, batch_size=m.batch_size,
                                       seed=m.seed)
     command = m.command(name, dataset, S)
-    return atomic_write_text(card_path(name, dataset, store), render_card(entry, model, accuracy, command))
+    meta = read_checkpoint(Path(store or weights_dir()) / entry["file"], entry["sha256"])["meta"]
+    curve = learning_curve(meta.get("history") or [], (meta.get("parent") or {}).get("history"))
+    path = card_path(name, dataset, store)
+    image = plot_curve(curve, path.with_suffix(".curve.png"), f"{name} ({dataset})") if curve else None
+    extra = curve_section(curve, image.name if image else None)
+    return atomic_write_text(path, render_card(entry, model, accuracy, command, extra))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

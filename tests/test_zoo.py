@@ -555,3 +555,15 @@ def test_extend_enum_in_place():
         compat.extend_enum(Color, "crimson", "r")
     with pytest.raises(ValueError, match="exists with value 'b'"):
         compat.extend_enum(Color, "blue", "x")
+
+
+def test_learning_curve_section_joins_a_parent_run():
+    from lwta_plugin.cards import curve_section, learning_curve
+
+    parent = [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.9, "val_acc": 0.95}]
+    this = [{"epoch": 1, "train_loss": 0.2, "train_acc": 0.97, "val_acc": 0.98}]
+    curve = learning_curve(this, parent)
+    assert [(c["epoch"], c["run"], c["val_acc"]) for c in curve] == [(1, "parent", 0.95), (2, "this", 0.98)]
+    text = "\n".join(curve_section(curve, "m.curve.png"))
+    assert "![learning curve](m.curve.png)" in text and "| 2 | this | 0.2000 | 97.00 % | 98.00 % |" in text
+    assert curve_section([], None) == []
