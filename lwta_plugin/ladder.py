@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .io import atomic_write
-from .paper import paper_rows, paper_value
+from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_rows, paper_value
 from .protocols import LADDER_RUNGS
 
 RUNG_TITLES = {
@@ -68,10 +68,13 @@ def ladder_rows(entries: Sequence[dict], dataset: str) -> list[ModelLadder]:
         fgsm = bool(entry["checkpoint"]["training"].get("fgsm_eps"))
         rows = paper_rows(model, dataset, fgsm)
         paper = paper_value(rows[0]["values"]["PGD"]) if rows else None
-        ref = f"{rows[0]['table']}, {(rows[0]['group'] + ' ') if rows[0]['group'] else ''}{rows[0]['row']}" \
-            if rows else ""
+        ref = _ref(rows[0]) if rows else ""
         out.append(ModelLadder(model, paper, ref, rungs, entry["command"]))
     return out
+
+
+def _ref(row: dict) -> str:
+    return f"{row['table']}, {(row['group'] + ' ') if row['group'] else ''}{row['row']}"
 
 
 def _pct(v: float) -> str:
@@ -124,13 +127,49 @@ LADDER_NOTE = ("Each rung changes one thing from the rung above, on the same tes
                "its Tables 2, 4 and 6 report for the same architecture.")
 
 
+def literal_table(entries: Sequence[dict], dataset: str) -> list[str]:
+    """Markdown lines: the paper's row beside our ``paper-literal`` entry, column by column (the paper's number /
+    ours, % with n; † = an unbounded attack that failed)."""
+    literal = sorted((e for e in entries if e["dataset"] == dataset and e["protocol"]["name"] == "paper-literal"),
+                     key=lambda e: e["model"])
+    if not literal:
+        return []
+    header = ["model", "paper's row", *(f"{c}: paper / literal" for c in PAPER_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for e in literal:
+        rows = e["paper"]["rows"]
+        failed = {a for i in e["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
+                  for a in i["attacks"]}
+        cells = [f"`{e['model']}`", _ref(rows[0]) if rows else "—"]
+        for col in PAPER_COLUMNS:
+            r = e["attacks"].get(ATTACK_OF_COLUMN[col])
+            ours = "—" if r is None else f"{_pct(r['mean'])} (n={r['n_examples']})" + (
+                " †" if ATTACK_OF_COLUMN[col] in failed else "")
+            cells.append(f"{rows[0]['values'][col] if rows else '—'} / {ours}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+LITERAL_NOTE = ("First, the paper's own evaluation, reproduced (protocol `paper-literal`: torchattacks PGD returning "
+                "the last iterate, the model's one-pass prediction as labels, the authors' temperature-0.01 sampler, "
+                "their image slices and scoring): the paper's number / ours, in %, with the images used. † = the "
+                "unbounded attack left accuracy above 2 %: it failed, as in the paper, where CW and BSA report "
+                "accuracies near 1.")
+
+
 def ladder_markdown(entries: Sequence[dict], dataset: str, plot: str | None = None) -> list[str]:
     """The ladder section for ``dataset`` (empty if no model has a ``ladder`` entry); ``plot``: a relative path
     to the plot to show."""
     ladders = ladder_rows(entries, dataset)
-    if not ladders:
+    literal = literal_table(entries, dataset)
+    if not ladders and not literal:
         return []
-    lines = [f"## The ladder ({dataset}): where the paper's robustness goes", "", LADDER_NOTE, ""]
+    lines = [f"## The paper's evaluation, reproduced, then taken apart ({dataset})", ""]
+    if literal:
+        lines += [LITERAL_NOTE, "", *literal]
+    if not ladders:
+        return lines
+    lines += [LADDER_NOTE, ""]
     if plot:
         lines += [f"![accuracy per rung]({plot})", ""]
     lines += summary_table(ladders)

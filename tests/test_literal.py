@@ -12,7 +12,7 @@ from lwta_plugin.attacks import build_attack
 from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.entries import load_entries
 from lwta_plugin.evaluation import EvaluationConfig, evaluate
-from lwta_plugin.ladder import RUNGS, ladder_markdown, ladder_rows
+from lwta_plugin.ladder import RUNGS, ladder_markdown, ladder_rows, literal_table
 from lwta_plugin.models import create_model
 from lwta_plugin.protocols import LITERAL_START, PROTOCOLS, get_protocol
 from lwta_plugin.statistics import encode_counts, worst_case
@@ -138,6 +138,9 @@ def test_literal_run_records_slices_labels_and_samplers(tmp_path, ckpt):
     assert "start" not in clean and entry["protocol"]["labels"] == "predicted"
     assert entry["worst_case"]["start"] == 2 and entry["worst_case"]["n_examples"] == 4
     assert entry["protocol"]["scoring"]["sampling"] == "concrete"
+    table = "\n".join(literal_table(load_entries(tmp_path), "mnist"))
+    assert "| `lwta_ibp_softmax` | Table 2, Softmax (U=2) | .992 / " in table and " .935 / " in table
+    assert "\n".join(ladder_markdown(load_entries(tmp_path), "mnist")).startswith("## The paper's evaluation")
 
 
 def test_ladder_run_and_its_rendering(tmp_path, ckpt):
