@@ -10,6 +10,7 @@ Command: ``lwta cards [--model NAME ...] [--dataset mnist] [--repeats 3]`` or, t
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -121,8 +122,6 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> Path | None:
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    import io
-
     fig = Figure(figsize=(5, 3.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -30,6 +30,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from .io import atomic_write
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
 SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -170,8 +172,6 @@ def _disk_cached(key: str, source: Path, read) -> tuple[np.ndarray, np.ndarray]:
             pass  # a broken cache file is rebuilt
     x, y = read()
     try:
-        from .io import atomic_write
-
         buf = io.BytesIO()
         np.savez(buf, x=x, y=y)
         atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -59,9 +59,12 @@ accuracies of the checkpoint's meta in ``weights/manifest.json``; ``--card`` als
 from __future__ import annotations
 
 import contextlib
+import difflib
 import enum
 import hashlib
+import json
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -137,8 +140,6 @@ _ENTRY_FIELDS = {"name": str, "dataset": str, "file": str, "sha256": str, "size"
 
 def read_manifest(store: str | os.PathLike | None = None) -> dict:
     """The store's manifest (an empty one if the file does not exist); ValueError if it is malformed."""
-    import json
-
     path = manifest_path(store)
     if not path.is_file():
         return _empty_manifest()
@@ -177,8 +178,6 @@ def _value(x: Any) -> Any:
 
 
 def _did_you_mean(value: Any, choices: list[str] | tuple[str, ...]) -> str:
-    import difflib
-
     if not isinstance(value, str):
         return ""
     close = difflib.get_close_matches(value.lower(), choices, n=3, cutoff=0.6)
@@ -368,8 +367,6 @@ def register_checkpoint(path: str | os.PathLike, name: str | None = None, datase
     the checkpoint's own and must agree with it. ``require_metrics``: refuse checkpoints without the final
     metrics that ``lwta train`` records (intermediate or untrained checkpoints). Returns the manifest entry.
     """
-    import tempfile
-
     src = Path(path)
     if not src.is_file():
         raise CheckpointError(f"checkpoint not found: {src}")
