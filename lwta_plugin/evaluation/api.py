@@ -37,7 +37,7 @@ def load_inputs(config: EvaluationConfig, data: tuple[torch.Tensor, torch.Tensor
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"data must be (x, y) with the same non-zero length, got {len(x)} and {len(y)}")
         return Inputs(protocols, models, EvaluationData(x, y, "custom"))
-    need = max(a.n_examples for p in protocols for a in p.attacks if a.kind != "random_score")
+    need = max(a.start + a.n_examples for p in protocols for a in p.attacks if a.kind != "random_score")
     x, y = load_test_data(config.dataset, need, config.data_root)
     return Inputs(protocols, models, EvaluationData(x, y, f"lwta_plugin.data:{config.dataset}"))
 
