@@ -48,6 +48,7 @@ class TrainConfig:
     eval_samples: int = 5
     threads: int | None = None
     data_root: str | None = None
+    keep_epochs: tuple[int, ...] = ()  # also keep the weights after these epochs (<out stem>.epochNNN.pt)
     extra: dict = field(default_factory=dict)
 
 
@@ -225,6 +226,16 @@ def _end_epoch(run: _Run, data: _Data, trained: dict, out: Path) -> None:
               "generator": run.gen.get_state(), "torch_rng": torch.get_rng_state()}
     save_checkpoint(out.with_suffix(".last.pt"), run.model,
                     {**meta_common, "epoch": run.epoch, "best": run.best, "history": run.history}, extra=resume)
+    if run.epoch in run.cfg.keep_epochs:  # for experiments along one run (e.g. robustness against training length)
+        save_checkpoint(epoch_path(out, run.epoch), run.model,
+                        {**meta_common, "name": run.cfg.model, "dataset": run.cfg.dataset, "epoch": run.epoch,
+                         "history": list(run.history)})
+
+
+def epoch_path(out: str | os.PathLike, epoch: int) -> Path:
+    """Where ``keep_epochs`` stores the weights after ``epoch``: ``<out stem>.epochNNN.pt`` beside ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.epoch{epoch:03d}.pt")
 
 
 def _finish(run: _Run, data: _Data, out: Path, parent: dict | None) -> dict:
@@ -267,6 +278,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> di
     return _finish(run, data, out, parent)
 
 
+def _epoch_list(text: str) -> tuple[int, ...]:
+    try:
+        epochs = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs like 1,5,10, got {text!r}") from None
+    if any(e < 1 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+    return epochs
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``lwta train --model NAME [--dataset] [--epochs] ...``: train a model by registry name."""
     t = subparsers.add_parser("train",
@@ -286,6 +307,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("--test-limit", type=int, default=None, help="report test accuracy on the first N test images")
     t.add_argument("--init-from", default=None,
                    help="continue training from this final checkpoint (same model; recorded as the parent)")
+    t.add_argument("--keep-epochs", type=_epoch_list, default=(), metavar="E1,E2,...",
+                   help="also keep the weights after these epochs as <out stem>.epochNNN.pt (experiments along a run)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", default=None, help="checkpoint path (default runs/<model>_<dataset>_s<seed>.pt)")
@@ -303,7 +326,7 @@ def train_command(args: argparse.Namespace) -> int:
                       lr=args.lr, ibp_lr=args.ibp_lr, fgsm_eps=args.fgsm_eps, val_size=args.val_size,
                       seed=args.seed, limit=args.limit, test_limit=args.test_limit, init_from=args.init_from,
                       threads=args.threads, data_root=args.data_root, noise_std=args.noise_std,
-                      extra={"command": command})
+                      keep_epochs=args.keep_epochs, extra={"command": command})
     out = args.out or f"runs/{args.model}_{args.dataset}_s{args.seed}.pt"
     metrics = train(cfg, out, progress=not args.no_progress)
     print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "

