@@ -97,3 +97,10 @@ def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict
         entry["_path"] = str(path)
         entries.append(entry)
     return entries
+
+
+def failed_unbounded_attacks(entry: dict) -> set[str]:
+    """The unbounded attacks of ``entry`` that failed: accuracy above the threshold of its fired
+    ``unbounded_attack_failure`` indicator (the indicator lists every unbounded attack, failed or not)."""
+    return {a for i in entry["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
+            for a in i["attacks"] if a in entry["attacks"] and entry["attacks"][a]["mean"] > i["threshold"]}

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .entries import failed_unbounded_attacks
 from .io import atomic_write
 from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_rows, paper_value
 from .protocols import LADDER_RUNGS
@@ -138,8 +139,7 @@ def literal_table(entries: Sequence[dict], dataset: str) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for e in literal:
         rows = e["paper"]["rows"]
-        failed = {a for i in e["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
-                  for a in i["attacks"]}
+        failed = failed_unbounded_attacks(e)
         cells = [f"`{e['model']}`", _ref(rows[0]) if rows else "—"]
         for col in PAPER_COLUMNS:
             r = e["attacks"].get(ATTACK_OF_COLUMN[col])

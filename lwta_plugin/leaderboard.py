@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .entries import load_entries
+from .entries import failed_unbounded_attacks, load_entries
 from .io import atomic_write_text
 from .ladder import ladder_markdown, ladder_plot, ladder_rows
 from .paper import (
@@ -176,11 +176,6 @@ _INTRO = ("Accuracies in % with 95 % confidence intervals. Each prediction avera
           "accuracy. *unreliable*: an attack-failure indicator fired (see the notes).")
 
 
-def _unreliable_attacks(entry: dict) -> set[str]:
-    return {a for i in entry["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
-            for a in i["attacks"]}
-
-
 def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None = None) -> list[tuple[str, list[str],
                                                                                                    list[list[str]]]]:
     """The paper's tables for ``dataset``, cell by cell: the paper's number, ours under the ``paper`` protocol
@@ -209,7 +204,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
                 body.append([label, f"`{model}`" if model else "—",
                              *(f"{r['values'][c]} / —" for c in PAPER_COLUMNS), why])
                 continue
-            bad = _unreliable_attacks(entry)
+            bad = failed_unbounded_attacks(entry)
             cells = []
             for c in PAPER_COLUMNS:
                 key = ATTACK_OF_COLUMN[c]

@@ -301,3 +301,14 @@ def test_write_leaderboard_and_errors(board, tmp_path):
     (broken / "relu_softmax__paper.json").write_text("{}")
     with pytest.raises(ValueError, match=r"relu_softmax__paper\.json: leaderboard entry invalid"):
         write_leaderboard(tmp_path / "broken")
+
+
+def test_only_unbounded_attacks_above_the_threshold_count_as_failed():
+    from lwta_plugin.entries import failed_unbounded_attacks
+
+    entry = {"attacks": {"cw": {"mean": 0.4}, "bsa": {"mean": 0.0}},
+             "indicators": [{"name": "unbounded_attack_failure", "fired": True, "threshold": 0.02,
+                             "attacks": ["bsa", "cw"]}]}
+    assert failed_unbounded_attacks(entry) == {"cw"}
+    entry["indicators"][0]["fired"] = False
+    assert failed_unbounded_attacks(entry) == set()
