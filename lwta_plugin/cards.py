@@ -10,7 +10,6 @@ Command: ``lwta cards [--model NAME ...] [--dataset mnist] [--repeats 3]`` or, t
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import sys
@@ -22,9 +21,10 @@ import torch
 
 from .checkpoint import read_checkpoint
 from .data import load_tensors
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_text
 from .models import ACTIVATION_DESCRIPTIONS, CODE_DESCRIPTIONS, LWTANet, architecture_family, count_parameters
 from .paper import CITATION
+from .plots import new_figure, save_figure
 from .statistics import confidence_interval, effective_n
 from .validation import check_images, check_labels
 from .zoo import DATASETS, available_models, get_default_samples, load_model, read_manifest, weights_dir
@@ -118,12 +118,9 @@ def curve_section(curve: list[dict], image: str | None) -> list[str]:
 def plot_curve(curve: list[dict], path: Path, title: str) -> Path | None:
     """Draw validation (and training) accuracy per epoch into ``path``; None without matplotlib."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional: lwta-plugin[plots]
-        from matplotlib.figure import Figure
-    except ImportError:
+        fig = new_figure(5, 3.2)
+    except ImportError:  # matplotlib is optional (lwta-plugin[plots])
         return None
-    fig = Figure(figsize=(5, 3.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     epochs = [c["epoch"] for c in curve]
     ax.plot(epochs, [100 * c["val_acc"] for c in curve], marker="o", label="validation")
@@ -135,9 +132,7 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> Path | None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, path)
 
 
 def render_card(entry: dict, model: LWTANet, accuracy: dict | None, command: str,

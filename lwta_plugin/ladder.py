@@ -7,14 +7,13 @@ them per model, :func:`ladder_markdown` renders a table per model and one table 
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .entries import failed_unbounded_attacks
-from .io import atomic_write
-from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_rows, paper_value
+from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_rows, paper_value, row_reference
+from .plots import new_figure, save_figure
 from .protocols import LADDER_RUNGS
 
 RUNG_TITLES = {
@@ -69,13 +68,9 @@ def ladder_rows(entries: Sequence[dict], dataset: str) -> list[ModelLadder]:
         fgsm = bool(entry["checkpoint"]["training"].get("fgsm_eps"))
         rows = paper_rows(model, dataset, fgsm)
         paper = paper_value(rows[0]["values"]["PGD"]) if rows else None
-        ref = _ref(rows[0]) if rows else ""
+        ref = row_reference(rows[0]) if rows else ""
         out.append(ModelLadder(model, paper, ref, rungs, entry["command"]))
     return out
-
-
-def _ref(row: dict) -> str:
-    return f"{row['table']}, {(row['group'] + ' ') if row['group'] else ''}{row['row']}"
 
 
 def _pct(v: float) -> str:
@@ -108,17 +103,23 @@ def model_table(ladder: ModelLadder) -> list[str]:
     return [*lines, ""]
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table (header, separator, rows) and the blank line after it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return [*lines, *("| " + " | ".join(cells) + " |" for cells in rows), ""]
+
+
 def summary_table(ladders: Sequence[ModelLadder]) -> list[str]:
     """Markdown lines: one row per model, the paper's PGD number, then accuracy % (n) per rung."""
     header = ["model", "paper's PGD", *(f"{i}. {RUNG_TITLES[k][0]}" for i, k in enumerate(RUNGS, 1))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    rows = []
     for lad in ladders:
         cells = [f"`{lad.model}`", "—" if lad.paper_pgd is None else _pct(lad.paper_pgd)]
         for key in RUNGS:
             r = lad.rungs.get(key)
             cells.append("—" if r is None else f"{_pct(r.mean)} (n={r.n_examples})")
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        rows.append(cells)
+    return _table(header, rows)
 
 
 LADDER_NOTE = ("Each rung changes one thing from the rung above, on the same test images (rungs 1-5: protocol "
@@ -136,18 +137,18 @@ def literal_table(entries: Sequence[dict], dataset: str) -> list[str]:
     if not literal:
         return []
     header = ["model", "paper's row", *(f"{c}: paper / literal" for c in PAPER_COLUMNS)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    rows = []
     for e in literal:
-        rows = e["paper"]["rows"]
+        paper = e["paper"]["rows"]
         failed = failed_unbounded_attacks(e)
-        cells = [f"`{e['model']}`", _ref(rows[0]) if rows else "—"]
+        cells = [f"`{e['model']}`", row_reference(paper[0]) if paper else "—"]
         for col in PAPER_COLUMNS:
             r = e["attacks"].get(ATTACK_OF_COLUMN[col])
             ours = "—" if r is None else f"{_pct(r['mean'])} (n={r['n_examples']})" + (
                 " †" if ATTACK_OF_COLUMN[col] in failed else "")
-            cells.append(f"{rows[0]['values'][col] if rows else '—'} / {ours}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+            cells.append(f"{paper[0]['values'][col] if paper else '—'} / {ours}")
+        rows.append(cells)
+    return _table(header, rows)
 
 
 LITERAL_NOTE = ("First, the paper's own evaluation, reproduced (protocol `paper-literal`: torchattacks PGD returning "
@@ -180,11 +181,7 @@ def ladder_markdown(entries: Sequence[dict], dataset: str, plot: str | None = No
 
 def ladder_plot(ladders: Sequence[ModelLadder], path: str | Path) -> Path:
     """Accuracy per rung, one line per model; the paper's PGD number as a marker at rung 0 ("paper")."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is optional (lwta-plugin[plots])
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     xs = list(range(len(RUNGS) + 1))
     for lad in ladders:
@@ -201,6 +198,4 @@ def ladder_plot(ladders: Sequence[ModelLadder], path: str | Path) -> Path:
     ax.set_title("From the paper's evaluation to EOT and adaptive attacks (★ = the paper's PGD number)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, Path(path))

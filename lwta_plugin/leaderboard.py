@@ -25,6 +25,7 @@ from .paper import (
     TABLE_TITLES,
     TABLES_OF_DATASET,
     paper_percent,
+    row_reference,
 )
 from .zoo import available_models
 
@@ -69,10 +70,6 @@ def _training(entry: dict) -> str:
 def _paper_row(entry: dict) -> dict | None:
     rows = entry["paper"]["rows"]
     return rows[0] if rows else None
-
-
-def _paper_ref(row: dict) -> str:
-    return f"{row['table']}, {(row['group'] + ' ') if row['group'] else ''}{row['row']}"
 
 
 class _Cell:
@@ -123,7 +120,7 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
         if fired:
             notes.append(f"`{e['model']}`: " + "; ".join(f"{i['name']}: {i['detail']}" for i in fired))
             mark = f" [{len(notes)}]"
-        reported = (f"{e['reported']} ({_paper_ref(paper)})" if "reported" in e and paper is not None else "—")
+        reported = (f"{e['reported']} ({row_reference(paper)})" if "reported" in e and paper is not None else "—")
         rows.append([_Cell(str(rank), rank), _Cell(f"`{e['model']}`"), _Cell(_training(e)),
                      cell("clean", e["attacks"]["clean"])]
                     + [cell(k, e["attacks"].get(k)) for k in keys]

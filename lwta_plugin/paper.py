@@ -135,6 +135,11 @@ def paper_rows(model: str, dataset: str, fgsm: bool = False) -> list[dict]:
     return sorted(rows, key=lambda r: order.index(r["table"]) if r["table"] in order else len(order))
 
 
+def row_reference(row: dict) -> str:
+    """How a row of the paper is cited: ``"Table 2, Softmax (U=2)"``, ``"Table 4, Tanh16 LWTA & IBP"``."""
+    return f"{row['table']}, {(row['group'] + ' ') if row['group'] else ''}{row['row']}"
+
+
 def paper_value(text: str) -> float:
     """A value as printed in the paper (".935", "1.0", "0") as a fraction."""
     return float(text)

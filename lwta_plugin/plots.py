@@ -220,7 +220,8 @@ def winner_probabilities(model, x: torch.Tensor, y: torch.Tensor, layer, samples
 # drawing
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend); ImportError without matplotlib."""
     # matplotlib is optional (the "plots" extra) and slow to import: imported only when drawing
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -230,7 +231,8 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically, without the software tag (so reruns give the same bytes)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -238,7 +240,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str, title: str,
                log_x: bool = False, mark_x: float | None = None) -> Path:
-    fig = _figure(5, 3.6)
+    fig = new_figure(5, 3.6)
     ax = fig.add_subplot()
     ax.plot(xs, [100 * v for v in ys], marker="o")
     if mark_x is not None:
@@ -252,14 +254,14 @@ def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, layer: str, title: str) -> Path:
-    import matplotlib  # optional, see _figure
+    import matplotlib  # optional, see new_figure
 
     units = benign.shape[1]
-    fig = _figure(min(3 + 0.16 * units, 14), 3.8)
+    fig = new_figure(min(3 + 0.16 * units, 14), 3.8)
     axes = fig.subplots(1, 2, sharey=True)
     cmap = matplotlib.colormaps["Greys"].with_extremes(bad="#f4d0d0")  # bad: a class without images
     im = None
@@ -273,11 +275,11 @@ def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, l
     axes[0].set_yticks(range(benign.shape[0]))
     fig.colorbar(im, ax=list(axes), fraction=0.03, label="mean winning probability")
     fig.suptitle(f"{title}\nlayer {layer}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> Path:
-    fig = _figure(5, 3.6)
+    fig = new_figure(5, 3.6)
     ax = fig.add_subplot()
     steps = list(range(traj.shape[0]))
     for c in range(traj.shape[1]):
@@ -289,7 +291,7 @@ def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

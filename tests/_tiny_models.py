@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.layers import StochasticConv2d, StochasticLinear
 from lwta_plugin.models import LWTANet, _Flatten, _Stack, create_model
 
@@ -104,3 +105,10 @@ def fake_build_attack_for(spec, model):
         return (x + eps * g.sign()).clamp(0, 1)
 
     return attack
+
+
+def make_checkpoint(path, name: str = "lwta_ibp_softmax", seed: int = 0):
+    """An untrained MNIST model saved as a checkpoint (seeded), for the evaluation and CLI tests."""
+    torch.manual_seed(seed)
+    save_checkpoint(path, create_model(name, "mnist"), {"name": name, "dataset": "mnist"})
+    return path

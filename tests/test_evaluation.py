@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny_models import make_checkpoint
 
 from lwta_plugin import __version__
-from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.entries import find_entries, validate_entry
 from lwta_plugin.evaluation import (
     EvaluationConfig,
@@ -37,7 +37,6 @@ from lwta_plugin.evaluation import (
 )
 from lwta_plugin.evaluation import cli as evaluation_cli
 from lwta_plugin.io import sha256_file
-from lwta_plugin.models import create_model
 from lwta_plugin.protocols import get_protocol
 from lwta_plugin.statistics import (
     confidence_interval,
@@ -77,12 +76,6 @@ def fake_build_attack_for(spec, model):
 def make_data(n: int = N_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def make_checkpoint(path: Path, name: str = NAME, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    save_checkpoint(path, create_model(name, "mnist"), {"name": name, "dataset": "mnist"})
-    return path
 
 
 RUN_OPTIONS = {"data", "on_batch", "log", "attack_factory", "shard", "resume", "merge", "progress"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_models import make_checkpoint
 
 from lwta_plugin.attacks import build_attack
-from lwta_plugin.checkpoint import save_checkpoint
 from lwta_plugin.entries import load_entries
 from lwta_plugin.evaluation import EvaluationConfig, evaluate
 from lwta_plugin.ladder import RUNGS, ladder_markdown, ladder_rows, literal_table
@@ -29,10 +29,7 @@ def _isolated(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, create_model(NAME, "mnist"), {"name": NAME, "dataset": "mnist"})
-    return path
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", NAME)
 
 
 def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:

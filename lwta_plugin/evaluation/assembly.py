@@ -14,7 +14,16 @@ from ..attacks.indicators import from_results
 from ..entries import FORMAT, pct, validate_entry
 from ..io import atomic_write_json, dumps_json
 from ..models import describe_architecture
-from ..paper import PAPER_AUTHORS, PAPER_LINK, PAPER_NAME, PAPER_NOTES, PAPER_VENUE, paper_rows, paper_value
+from ..paper import (
+    PAPER_AUTHORS,
+    PAPER_LINK,
+    PAPER_NAME,
+    PAPER_NOTES,
+    PAPER_VENUE,
+    paper_rows,
+    paper_value,
+    row_reference,
+)
 from ..protocols import EPS_TEXT, AttackSpec, Protocol
 from ..statistics import decode_counts, median, round_stat, summarize_counts, worst_case
 from .loading import ModelInfo
@@ -158,8 +167,7 @@ def finalize_entry(entry: dict) -> None:
                      "AutoAttack.")
     if "reported" in entry:
         r = entry["paper"]["rows"][0]
-        parts.append(f"reported = the paper's PGD accuracy ({r['table']}, {(r['group'] + ' ') if r['group'] else ''}"
-                     f"{r['row']}), measured without EOT.")
+        parts.append(f"reported = the paper's PGD accuracy ({row_reference(r)}), measured without EOT.")
     if fired:
         parts.append("Attack-failure indicators fired: " + "; ".join(f"{i['name']} ({i['detail']})" for i in fired)
                      + ".")

@@ -146,7 +146,7 @@ class ProtocolRun:
             yb = None
         else:
             xb, yb = self.x[spec.start + lo:spec.start + hi], self.y[spec.start + lo:spec.start + hi]
-            xa = xb if spec.kind == "clean" else self._adversarial(spec, xb, yb, ident, record)
+            xa = xb if spec.kind == "clean" else self._adversarial(spec, xb, yb, ident, record, sampling)
         self.model.eval()  # an attack may have left the model in training mode
         with self.model.sampling(sampling):
             seed_everything(stable_seed(*ident, "score"))
@@ -160,9 +160,10 @@ class ProtocolRun:
         return record
 
     def _adversarial(self, spec: AttackSpec, xb: torch.Tensor, yb: torch.Tensor, ident: tuple,
-                     record: dict[str, Any]) -> torch.Tensor:
-        """The attack's images for one batch; its hyperparameters and perturbation sizes go into ``record``."""
-        with self.model.sampling(spec.sampling or self.protocol.scoring.sampling):
+                     record: dict[str, Any], sampling: str) -> torch.Tensor:
+        """The attack's images for one batch (run under ``sampling``); its hyperparameters and perturbation sizes
+        go into ``record``."""
+        with self.model.sampling(sampling):
             if spec.labels == "predicted":  # the authors' cleverhans attacks (y=None): one pass on the clean image
                 seed_everything(stable_seed(*ident, "labels"))
                 with torch.no_grad(), self.model.using(samples=1, output="logits"):
