@@ -12,6 +12,14 @@ Conventions
   repeated ``n`` times) equivalent to ``n`` independent forward passes. Winners are drawn per row anyway.
 
 Test-time behaviour is selected per layer by :class:`Sampling` (see :func:`set_sampling`).
+
+Reference-code behaviour (``reference_code=True``, opt-in, models named ``*_refcode``): the layers replicate what
+the authors' TensorFlow code computes where it differs from the paper's math (reference document, section 3 and
+section 7 items 8-12): z tiled rather than repeated over the U units (unit ``j`` gets the utility of block
+``j mod K``), dense sticks with one stick per (input, block) and the stick-breaking product over the *input* axis,
+the Bernoulli KL without its (1 - q) term, logs floored at 1e-8, the winner KL divided by U (and by 60,000 once
+more in conv layers), the sticks initialised at conc1 = 2.0, conc0 = 0.5453 and the parameters clipped after
+each step. It exists to reproduce the authors' numbers, never as the default (``docs/differences.md``).
 """
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ ZMode = Literal["sample", "concrete", "expected", "ones"]
 ACTIVATIONS = ("relu", "lwta", "lwtamax", "none")
 EULER_GAMMA = 0.5772156649015329
 _EPS = 1e-7
+REFERENCE_N = 60000  # the reference code's hard-coded data set size
+_REF_LOG_FLOOR = math.log(1e-8)
 
 
 @dataclass(frozen=True)
@@ -241,15 +251,20 @@ class IBPUtility(nn.Module):
 
     Posterior q(z) = Bernoulli(sigmoid(t_pi)), q(v_k) = Kumaraswamy(a_k, b_k), prior v_k ~ Beta(alpha, 1),
     z ~ Bernoulli(pi_k), pi_k = prod_{i<=k} v_i. Initialisation follows the paper (a = K, b = 1) for the sticks
-    and the reference code for t_pi (U(4, 5): utilities start switched on).
+    and the reference code for t_pi (U(4, 5): utilities start switched on). ``reference_code``: the authors'
+    sticks, KL, initialisation and clipping (module docstring).
     """
 
-    def __init__(self, shape: tuple[int, ...], alpha: float = 1.0):
+    def __init__(self, shape: tuple[int, ...], alpha: float = 1.0, reference_code: bool = False):
         super().__init__()
         K = shape[-1]
-        self.alpha = alpha
-        self.conc1 = nn.Parameter(torch.full((K,), _softplus_inv(float(K))))
-        self.conc0 = nn.Parameter(torch.full((K,), _softplus_inv(1.0)))
+        self.alpha, self.reference_code = alpha, reference_code
+        if reference_code:  # one stick per t_pi entry (dense: [D_in, K]); raw values as the reference initialises
+            self.conc1 = nn.Parameter(torch.full(shape, 2.0))
+            self.conc0 = nn.Parameter(torch.full(shape, 0.5453))
+        else:
+            self.conc1 = nn.Parameter(torch.full((K,), _softplus_inv(float(K))))
+            self.conc0 = nn.Parameter(torch.full((K,), _softplus_inv(1.0)))
         self.t_pi = nn.Parameter(torch.empty(shape).uniform_(4.0, 5.0))
 
     @property
@@ -277,8 +292,22 @@ class IBPUtility(nn.Module):
     def kl(self) -> torch.Tensor:
         """KL(q(z) q(v) || p(z|v) p(v)) with one reparameterised sample of the sticks."""
         a, b = F.softplus(self.conc1), F.softplus(self.conc0)
-        log_pi = torch.cumsum(kumaraswamy_log_sample(a, b), dim=0)  # over the K blocks
-        return bernoulli_kl(self.t_pi, log_pi).sum() + kumaraswamy_beta_kl(a, b, self.alpha).sum()
+        # dim 0 is the K blocks for the paper's sticks; for the reference code's dense sticks it is the input axis
+        log_pi = torch.cumsum(kumaraswamy_log_sample(a, b), dim=0)
+        sticks = kumaraswamy_beta_kl(a, b, self.alpha).sum()
+        if self.reference_code:
+            log_q = torch.log(self.q.clamp(min=1e-8))
+            return (self.q * (log_q - log_pi.clamp(min=_REF_LOG_FLOOR))).sum() + sticks
+        return bernoulli_kl(self.t_pi, log_pi).sum() + sticks
+
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """The reference code's parameter constraints, applied after each optimisation step (no-op otherwise)."""
+        if not self.reference_code:
+            return
+        self.conc1.clamp_(min=-6.0)
+        self.conc0.clamp_(min=-6.0)
+        self.t_pi.clamp_(min=-5.0 if self.t_pi.dim() > 1 else -7.0, max=600.0)
 
     def active_fraction(self, threshold: float = 0.01) -> float:
         return float((self.q > threshold).float().mean())
@@ -288,14 +317,16 @@ class IBPUtility(nn.Module):
 
 
 class _StochasticLayer(nn.Module):
-    def __init__(self, out_features: int, U: int, activation: str, ibp_shape: tuple[int, ...] | None):
+    def __init__(self, out_features: int, U: int, activation: str, ibp_shape: tuple[int, ...] | None,
+                 reference_code: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         if out_features % U:
             raise ValueError(f"{out_features} units cannot be split into blocks of U={U}")
         self.U, self.K, self.activation = U, out_features // U, activation
-        self.ibp = IBPUtility(ibp_shape) if ibp_shape is not None else None
+        self.reference_code = reference_code
+        self.ibp = IBPUtility(ibp_shape, reference_code=reference_code) if ibp_shape is not None else None
         self.sampling = PAPER
         self.kl_local: torch.Tensor | None = None
 
@@ -312,6 +343,13 @@ class _StochasticLayer(nn.Module):
         mode = "relaxed" if self.training else self.sampling.z
         return self.ibp.sample(n, mode, self.sampling)
 
+    def _units(self, z: torch.Tensor, dim: int) -> torch.Tensor:
+        """Expand the K block utilities along ``dim`` to the K*U units: each block's U units share z[k] (the
+        paper); the reference code tiles instead, so that unit j gets z[j mod K]."""
+        if self.reference_code:
+            return z.repeat(*([1] * dim), self.U, *([1] * (z.dim() - dim - 1)))
+        return z.repeat_interleave(self.U, dim=dim)
+
     def _activate(self, h: torch.Tensor, view: tuple[int, ...], dim: int) -> torch.Tensor:
         if self.activation == "none":
             return h
@@ -324,6 +362,8 @@ class _StochasticLayer(nn.Module):
             s = self.sampling
             if self.training:
                 out, self.kl_local = relaxed_lwta_with_kl(hv, dim, s.train_temperature)
+                if self.reference_code:  # averaged over U, and conv layers divide by N once more
+                    self.kl_local = self.kl_local / (self.U * (REFERENCE_N if len(view) > 3 else 1))
             else:
                 out, self.kl_local = lwta(hv, dim, s.winner, s.test_temperature, s.straight_through), None
         return out.view(h.shape)
@@ -343,8 +383,9 @@ class StochasticLinear(_StochasticLayer):
     """Dense layer y = act((W * z) x + b) with K = out/U competing blocks (paper eq. 4-7)."""
 
     def __init__(self, in_features: int, out_features: int, U: int = 2, activation: str = "lwta",
-                 ibp: bool = True, bias_init: float = 0.1):
-        super().__init__(out_features, U, activation, (in_features, out_features // U) if ibp else None)
+                 ibp: bool = True, bias_init: float = 0.1, reference_code: bool = False):
+        super().__init__(out_features, U, activation, (in_features, out_features // U) if ibp else None,
+                         reference_code)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.full((out_features,), bias_init))
@@ -352,7 +393,7 @@ class StochasticLinear(_StochasticLayer):
 
     def _masked_weight(self, z: torch.Tensor) -> torch.Tensor:
         # z: [g, in, K] -> [g, out, in], each of the U units of block k uses z[:, :, k].
-        return self.weight * z.transpose(1, 2).repeat_interleave(self.U, dim=1)
+        return self.weight * self._units(z.transpose(1, 2), 1)
 
     def forward(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:
         z = self._z(n)
@@ -379,8 +420,8 @@ class StochasticConv2d(_StochasticLayer):
     (paper eq. 9). 'SAME' padding as TensorFlow computes it (asymmetric for even sizes with stride 2)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, U: int = 2,
-                 activation: str = "lwta", ibp: bool = True, batchnorm: bool = False):
-        super().__init__(out_channels, U, activation, (out_channels // U,) if ibp else None)
+                 activation: str = "lwta", ibp: bool = True, batchnorm: bool = False, reference_code: bool = False):
+        super().__init__(out_channels, U, activation, (out_channels // U,) if ibp else None, reference_code)
         self.stride, self.kernel_size, self.out_channels = stride, kernel_size, out_channels
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -403,7 +444,7 @@ class StochasticConv2d(_StochasticLayer):
         z = self._z(n)
         w = self.weight
         if z is not None and z.shape[0] == 1:  # one draw for the whole batch: masking the small weight is cheapest
-            w = w * z[0].repeat_interleave(self.U)[:, None, None, None]
+            w = w * self._units(z[0], 0)[:, None, None, None]
             z = None
         if any(wpad):
             w = F.pad(w, wpad)
@@ -414,7 +455,7 @@ class StochasticConv2d(_StochasticLayer):
         else:
             # (z_k W_k) * x + b == z_k (W_k * x) + b: mask output channels instead of n copies of the weights.
             h = F.conv2d(x, w, None, self.stride, pad)
-            zc = z.repeat_interleave(self.U, dim=1)[:, None, :, None, None]  # [g, 1, C, 1, 1]
+            zc = self._units(z, 1)[:, None, :, None, None]  # [g, 1, C, 1, 1]
             h = h.unsqueeze(0) if shared else h.view(zc.shape[0], -1, *h.shape[1:])
             h = torch.addcmul(self.bias[:, None, None], h, zc)  # [g, B, C, H, W]
             h = h.view(-1, *h.shape[2:])

@@ -1,8 +1,10 @@
 """The paper's networks (Verma & Swami architectures with LWTA/IBP layers) and a timm-style model registry.
 
-Model names read ``<activation>[_ibp]_<code>[_u<U>][_fgsm]``, e.g. ``lwta_ibp_tanh16``, ``lwtamax_softmax``,
+Model names read ``<activation>[_ibp]_<code>[_u<U>][_fgsm|_refcode]``, e.g. ``lwta_ibp_tanh16``, ``lwtamax_softmax``,
 ``relu_logistic``, ``lwta_ibp_softmax_u4``, ``lwta_ibp_softmax_fgsm``. The ``_fgsm`` suffix names a training variant
-(FGSM adversarial training, paper 4.4) of the same architecture, so that both can be in the zoo side by side. Activations: ``relu`` (baseline), ``lwtamax`` (deterministic LWTA,
+(FGSM adversarial training, paper 4.4) of the same architecture, so that both can be in the zoo side by side.
+The ``_refcode`` suffix (IBP models only) reproduces the authors' code where it differs from the paper's math
+(see :mod:`lwta_plugin.layers`); it is a reproduction tool, never a default. Activations: ``relu`` (baseline), ``lwtamax`` (deterministic LWTA,
 eq. 3), ``lwta`` (stochastic LWTA). U defaults to 2. Every model takes images in [0, 1] (NCHW) and returns
 class logits, so it can be attacked by torchattacks and benchmarked by RobustBench as is.
 """
@@ -18,14 +20,16 @@ from torch import nn
 
 from .codes import OUTPUTS, ECOCDecoder, get_code
 from .eot import reduce_samples
-from .layers import Sampling, StochasticConv2d, StochasticLinear, set_sampling, stochastic_layers
+from .layers import REFERENCE_N, Sampling, StochasticConv2d, StochasticLinear, set_sampling, stochastic_layers
 
 CODES = ("softmax", "logistic", "tanh16", "logisticens10", "tanhens16")
 ENSEMBLE_CODES = ("logisticens10", "tanhens16")
 MODEL_ACTIVATIONS = ("relu", "lwtamax", "lwta")
 ARCH_DATASETS = {"mnist": "mnist", "fashion_mnist": "mnist", "cifar10": "cifar10"}
-_NAME = re.compile(r"^(relu|lwtamax|lwta)(_ibp)?_([a-z0-9]+?)(?:_u(\d+))?(?:_(fgsm))?$")
-VARIANTS = ("", "fgsm")  # training variants of an architecture ("fgsm": FGSM adversarial training)
+_NAME = re.compile(r"^(relu|lwtamax|lwta)(_ibp)?_([a-z0-9]+?)(?:_u(\d+))?(?:_(fgsm|refcode))?$")
+# Variants of an architecture: "fgsm" FGSM adversarial training; "refcode" the authors' code behaviour (layers.py
+# module docstring), a reproduction tool for IBP models that changes the IBP parameters and the training objective.
+VARIANTS = ("", "fgsm", "refcode")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class ModelConfig:
     code: str
     U: int
     dataset: str
-    variant: str = ""  # training variant (VARIANTS); the architecture does not depend on it
+    variant: str = ""  # VARIANTS; only "refcode" changes the layers
 
     @property
     def name(self) -> str:
@@ -48,7 +52,7 @@ class ModelConfig:
 
     @property
     def arch(self) -> str:
-        """The architecture's name, without the training variant."""
+        """The architecture's name, without the variant."""
         return ModelConfig(self.activation, self.ibp, self.code, self.U, self.dataset).name
 
     def to_dict(self) -> dict:
@@ -62,7 +66,7 @@ def parse_name(name: str, dataset: str = "mnist") -> ModelConfig:
     """Parse a registry name into a :class:`ModelConfig`; raises ValueError naming the valid forms."""
     m = _NAME.match(name)
     if not m or m.group(3) not in CODES:
-        raise ValueError(f"unknown model {name!r}; names look like <relu|lwtamax|lwta>[_ibp]_<code>[_u<U>][_fgsm] with "
+        raise ValueError(f"unknown model {name!r}; names look like <relu|lwtamax|lwta>[_ibp]_<code>[_u<U>][_fgsm|_refcode] with "
                          f"code in {CODES}, e.g. 'lwta_ibp_tanh16'. Known: {', '.join(list_models()[:6])}, ...")
     if dataset not in ARCH_DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {sorted(ARCH_DATASETS)}")
@@ -71,6 +75,8 @@ def parse_name(name: str, dataset: str = "mnist") -> ModelConfig:
         raise ValueError(f"{name!r}: the ReLU baseline has no IBP and no blocks (U)")
     if u not in (2, 4):
         raise ValueError(f"{name!r}: U must be 2 or 4 (the paper's settings)")
+    if m.group(5) == "refcode" and not ibp:
+        raise ValueError(f"{name!r}: the reference-code variant reproduces the authors' IBP code; it needs _ibp")
     return ModelConfig(act, ibp, code, u, dataset, m.group(5) or "")
 
 
@@ -82,7 +88,8 @@ def list_models() -> list[str]:
         for act in ("lwtamax", "lwta"):
             for ibp in ("", "_ibp"):
                 names += [f"{act}{ibp}_{code}", f"{act}{ibp}_{code}_u4"]
-    return names + [f"{n}_{v}" for v in VARIANTS if v for n in names]
+    return (names + [f"{n}_fgsm" for n in names]
+            + [f"{n}_refcode" for n in names if "_ibp_" in n])
 
 
 # What the parts of a name mean, for people: RobustBench's short ``architecture`` string and the model cards.
@@ -144,13 +151,13 @@ class _Flatten(nn.Module):
 def _layers(cfg: ModelConfig):
     act = "relu" if cfg.activation == "relu" else cfg.activation
     U = 1 if cfg.activation == "relu" else cfg.U
-    ibp = cfg.ibp
+    ibp, ref = cfg.ibp, cfg.variant == "refcode"
 
     def conv(cin, cout, k, s=1, bn=False):
-        return StochasticConv2d(cin, cout, k, s, U, act, ibp, bn)
+        return StochasticConv2d(cin, cout, k, s, U, act, ibp, bn, reference_code=ref)
 
     def dense(din, dout, activation=act, u=U):
-        return StochasticLinear(din, dout, u, activation, ibp)
+        return StochasticLinear(din, dout, u, activation, ibp, reference_code=ref)
 
     return conv, dense, U
 
@@ -323,6 +330,20 @@ class LWTANet(nn.Module):
         """Sum of all layers' KL terms (IBP globals + winner KL of the last training pass)."""
         terms = [layer.kl() for layer in stochastic_layers(self) if layer.ibp is not None or layer.kl_local is not None]
         return torch.stack(terms).sum() if terms else torch.zeros((), device=self.decoder.M.device)
+
+    def kl_weight(self, n_train: int, batch_size: int) -> float:
+        """Weight of :meth:`kl` beside the batch-mean data loss in the negative ELBO: 1 / N. The reference-code
+        variant weighs it as the authors' loss does: sum of per-example CE/BCE + KL / 60,000, i.e.
+        1 / (60,000 * B) beside the mean, and 1 / 60,000 beside the hinge loss, which it averages."""
+        if self.config.variant != "refcode":
+            return 1.0 / n_train
+        return 1.0 / (REFERENCE_N * (1 if self.code.loss == "hinge" else batch_size))
+
+    def constrain_(self) -> None:
+        """Apply the parameter constraints after an optimisation step (only the reference-code variant has any)."""
+        for layer in stochastic_layers(self):
+            if layer.ibp is not None:
+                layer.ibp.constrain_()
 
     def ibp_parameters(self) -> Iterator[nn.Parameter]:
         for layer in stochastic_layers(self):

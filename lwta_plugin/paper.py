@@ -130,7 +130,8 @@ TABLES_OF_DATASET = {"mnist": ("Table 2", "Table 4", "Table 6"), "cifar10": ("Ta
 def paper_rows(model: str, dataset: str, fgsm: bool = False) -> list[dict]:
     """The paper's table rows for this architecture (and training: plain or FGSM), most authoritative first."""
     order = TABLES_OF_DATASET.get(dataset, ())
-    model = model.removesuffix("_fgsm")  # the training variant is the `fgsm` flag
+    # the training variant is the `fgsm` flag; a reference-code model reproduces its architecture's row
+    model = model.removesuffix("_refcode").removesuffix("_fgsm")
     rows = [r for r in PAPER_TABLES if r["model"] == model and r["dataset"] == dataset and r["fgsm"] == fgsm]
     return sorted(rows, key=lambda r: order.index(r["table"]) if r["table"] in order else len(order))
 

@@ -79,13 +79,13 @@ def elbo_step(model: LWTANet, x: torch.Tensor, y: torch.Tensor, opt_w: torch.opt
               opt_ibp: torch.optim.Optimizer | None, n_train: int, noise: float = 0.0,
               fgsm_eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on the negative ELBO: data loss of the (noise-augmented) batch, averaged with the loss
-    on its FGSM images when ``fgsm_eps`` > 0, plus KL / N. Returns the loss and the raw outputs of the batch."""
+    on its FGSM images when ``fgsm_eps`` > 0, plus the weighted KL (:meth:`LWTANet.kl_weight`: KL / N). Returns the loss and the raw outputs of the batch."""
     xb = x + noise * torch.randn_like(x) if noise else x
     data_loss, raw = model.loss(xb, y)
     if fgsm_eps > 0:
         adv_loss, _ = model.loss(_fgsm(model, x, y, fgsm_eps), y)
         data_loss = 0.5 * (data_loss + adv_loss)
-    loss = data_loss + model.kl() / n_train
+    loss = data_loss + model.kl() * model.kl_weight(n_train, len(x))
     for opt in (opt_w, opt_ibp):
         if opt is not None:
             opt.zero_grad(set_to_none=True)
@@ -93,6 +93,7 @@ def elbo_step(model: LWTANet, x: torch.Tensor, y: torch.Tensor, opt_w: torch.opt
     for opt in (opt_w, opt_ibp):
         if opt is not None:
             opt.step()
+    model.constrain_()
     return loss, raw
 
 

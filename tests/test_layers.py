@@ -208,3 +208,73 @@ def test_argmax_mask_is_the_one_hot_argmax_with_first_index_on_ties(U):
     assert torch.equal(argmax_mask(h, 2), expected)
     d = torch.randn(6, 4, U, generator=g)
     assert torch.equal(argmax_mask(d, 2), torch.zeros_like(d).scatter_(2, d.argmax(2, keepdim=True), 1.0))
+
+
+# ------------------------------------------------------------------ reference-code behaviour (opt-in, *_refcode)
+
+
+def test_reference_code_tiles_z_over_units_instead_of_sharing_it_within_a_block():
+    paper = StochasticLinear(5, 6, U=2, activation="none", ibp=True)
+    ref = StochasticLinear(5, 6, U=2, activation="none", ibp=True, reference_code=True)
+    z = torch.tensor([[[1.0, 0.0, 1.0]] * 5])  # [g=1, in=5, K=3]: block 1 (units 2, 3) off
+    assert paper._units(z.transpose(1, 2), 1)[0, :, 0].tolist() == [1, 1, 0, 0, 1, 1]
+    # tf.tile: unit j gets z[j mod K], so the off utility lands on units 1 and 4, in different blocks
+    assert ref._units(z.transpose(1, 2), 1)[0, :, 0].tolist() == [1, 0, 1, 1, 0, 1]
+    conv = StochasticConv2d(2, 6, 3, U=2, activation="none", ibp=True, reference_code=True)
+    assert conv._units(torch.tensor([1.0, 0.0, 1.0]), 0).tolist() == [1, 0, 1, 1, 0, 1]
+    assert conv._units(torch.tensor([[1.0, 0.0, 1.0]] * 2), 1).tolist() == [[1, 0, 1, 1, 0, 1]] * 2
+
+
+def test_reference_code_sticks_run_over_the_input_axis_with_one_term_kl():
+    ibp = IBPUtility((3, 4), reference_code=True)
+    assert ibp.conc1.shape == ibp.conc0.shape == (3, 4)  # one stick per (input, block)
+    assert torch.allclose(ibp.conc1, torch.full((3, 4), 2.0)) and torch.allclose(ibp.conc0, torch.full((3, 4), 0.5453))
+    torch.manual_seed(1)
+    a, b = torch.nn.functional.softplus(ibp.conc1), torch.nn.functional.softplus(ibp.conc0)
+    log_pi = torch.cumsum(kumaraswamy_log_sample(a, b), 0).clamp(min=math.log(1e-8))  # product over the 3 inputs
+    torch.manual_seed(1)
+    kl = ibp.kl()
+    q = torch.sigmoid(ibp.t_pi)
+    expected = (q * (torch.log(q) - log_pi)).sum() + kumaraswamy_beta_kl(a, b).sum()
+    assert torch.allclose(kl, expected)
+    # the missing (1 - q) term: the full KL differs once q is far from 1
+    with torch.no_grad():
+        ibp.t_pi.fill_(-1.0)
+    torch.manual_seed(1)
+    ref = ibp.kl()
+    torch.manual_seed(1)
+    full = bernoulli_kl(ibp.t_pi, torch.cumsum(kumaraswamy_log_sample(a, b), 0)).sum() + kumaraswamy_beta_kl(a, b).sum()
+    assert not torch.allclose(ref, full)
+
+
+def test_reference_code_constraints_clip_after_a_step():
+    dense, conv = IBPUtility((3, 4), reference_code=True), IBPUtility((4,), reference_code=True)
+    with torch.no_grad():
+        for ibp in (dense, conv):
+            ibp.t_pi.fill_(-100.0)
+            ibp.conc1.fill_(-100.0)
+    dense.constrain_()
+    conv.constrain_()
+    assert dense.t_pi.min() == -5.0 and conv.t_pi.min() == -7.0 and dense.conc1.min() == -6.0
+    paper = IBPUtility((3, 4))
+    with torch.no_grad():
+        paper.t_pi.fill_(-100.0)
+    paper.constrain_()
+    assert paper.t_pi.min() == -100.0  # the paper's model has no constraints
+
+
+def test_reference_code_winner_kl_is_divided_by_u_and_by_n_in_conv_layers():
+    x = torch.randn(4, 5)
+    paper = StochasticLinear(5, 6, U=2, ibp=False).train()
+    ref = StochasticLinear(5, 6, U=2, ibp=False, reference_code=True).train()
+    ref.load_state_dict(paper.state_dict())
+    paper(x)
+    ref(x)
+    assert torch.allclose(ref.kl_local, paper.kl_local / 2)
+    xc = torch.randn(2, 2, 5, 5)
+    pc = StochasticConv2d(2, 4, 3, U=2, ibp=False).train()
+    rc = StochasticConv2d(2, 4, 3, U=2, ibp=False, reference_code=True).train()
+    rc.load_state_dict(pc.state_dict())
+    pc(xc)
+    rc(xc)
+    assert torch.allclose(rc.kl_local, pc.kl_local / (2 * 60000))

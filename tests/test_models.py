@@ -137,3 +137,12 @@ def test_chunked_inference_matches_one_pass():
     out = model.forward_samples_chunked(x, 3)
     assert out.shape == (3, 7, 10) and torch.isfinite(out).all()
     assert not torch.equal(out[0], out[1])
+
+
+def test_reference_code_variant_names():
+    from lwta_plugin.models import list_models, parse_name
+
+    assert parse_name("lwta_ibp_softmax_refcode").variant == "refcode"
+    assert "lwta_ibp_tanh16_refcode" in list_models() and "relu_softmax_refcode" not in list_models()
+    with pytest.raises(ValueError, match="needs _ibp"):
+        parse_name("lwta_softmax_refcode")

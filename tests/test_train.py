@@ -153,3 +153,17 @@ def test_keep_epochs_stores_the_weights_after_those_epochs(tmp_path):
     assert list(meta["train_config"]["keep_epochs"]) == [1, 2]
     with pytest.raises(SystemExit):
         main(["train", "--model", "relu_softmax", "--keep-epochs", "0,x"])
+
+
+def test_reference_code_variant_trains_with_the_authors_kl_weight(tmp_path, root):
+    from lwta_plugin.models import create_model
+
+    m = train(_cfg(root, epochs=1, model="lwta_ibp_softmax_refcode"), tmp_path / "ref.pt", progress=False)
+    ckpt = read_checkpoint(tmp_path / "ref.pt")
+    assert ckpt["meta"]["name"] == "lwta_ibp_softmax_refcode" and ckpt["config"]["variant"] == "refcode"
+    assert ckpt["state_dict"]["body.0.ibp.conc1"].shape == (32,)  # conv: one stick per kernel block
+    assert ckpt["state_dict"]["body.7.ibp.conc1"].shape == (1024, 64)  # dense: one per (input, block)
+    assert 0.0 <= m["test_acc_1pass"] <= 1.0
+    ref, paper = create_model("lwta_ibp_softmax_refcode"), create_model("lwta_ibp_softmax")
+    assert ref.kl_weight(50000, 200) == 1 / (60000 * 200) and paper.kl_weight(50000, 200) == 1 / 50000
+    assert create_model("lwta_ibp_tanh16_refcode").kl_weight(50000, 200) == 1 / 60000  # hinge: averaged loss
