@@ -568,3 +568,31 @@ def test_other_seeds_agree_within_the_reported_intervals(tmp_path, ckpt, referen
             # the two 95 % intervals overlap (they cover image choice and model randomness; only the latter differs)
             assert o["ci_low"] <= r["ci_high"] and r["ci_low"] <= o["ci_high"], (key, r, o)
         assert differs, "a different seed must change the random draws"
+
+
+def test_attacks_selects_protocol_attacks_and_is_in_the_command():
+    from lwta_plugin.evaluation import EvaluationConfig
+
+    cfg = EvaluationConfig(["lwta_ibp_softmax"], protocols=["ladder"], attacks=["clean", "exact_sampler"])
+    (ladder,) = cfg.resolved_protocols()
+    assert [a.key for a in ladder.attacks] == ["clean", "exact_sampler"]
+    assert "--attack clean --attack exact_sampler" in cfg.command("lwta_ibp_softmax", "ladder")
+    with pytest.raises(ValueError, match=r"attacks \['pgd'\] are not in protocol"):
+        EvaluationConfig(["lwta_ibp_softmax"], protocols=["ladder"], attacks=["pgd"])
+
+
+def test_config_runs_may_have_their_own_out_dir_and_attacks(tmp_path):
+    import json
+
+    from lwta_plugin.evaluation import load_config
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "out_dir": "top", "runs": [
+        {"models": ["lwta_ibp_softmax"], "protocols": ["ladder"], "attacks": ["literal"], "out_dir": "a"},
+        {"models": ["lwta_ibp_softmax"], "protocols": ["ladder"]}]}))
+    first, second = load_config(path)
+    assert (first.out_dir, first.attacks, second.out_dir, second.attacks) == ("a", ("literal",), "top", ())
+    path.write_text(json.dumps({"format": "lwta-plugin/eval-config-1",
+                                "runs": [{"models": ["relu_softmax"], "attacks": "literal"}]}))
+    with pytest.raises(ValueError, match="must be a list of attack keys"):
+        load_config(path)

@@ -35,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threat-model", default=None, choices=["Linf"],
                    help="leaderboard section (default and only choice: Linf; the protocols are L-inf attacks)")
     p.add_argument("--protocol", action="append", default=None, choices=PROTOCOLS, help="repeatable (default paper)")
+    p.add_argument("--attack", action="append", default=None,
+                   help="run only this attack of the protocol (repeatable; its key, e.g. literal); default: all")
     p.add_argument("--n-examples", type=int, default=None, help="cap on the number of test images of every attack")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--shard", default=None, help="i/N: run every N-th batch starting at i (merge when all are done)")
@@ -66,6 +68,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError("--merge assembles every shard's results; do not combine it with --shard")
     if args.config and args.checkpoint:
         raise ValueError("--checkpoint cannot be combined with --config (list checkpoints in the config's runs)")
+    if args.config and args.attack:
+        raise ValueError("--attack cannot be combined with --config (list the attacks in the config's runs)")
 
 
 def configs_from_args(args: argparse.Namespace) -> list[EvaluationConfig]:
@@ -77,6 +81,7 @@ def configs_from_args(args: argparse.Namespace) -> list[EvaluationConfig]:
                            model_dir=args.model_dir, data_root=args.data_root)
     models, checkpoints = pair_checkpoints(args.model, args.checkpoint)
     return [EvaluationConfig(models, dataset=args.dataset or "mnist", protocols=args.protocol or ["paper"],
+                             attacks=args.attack or (),
                              n_examples=args.n_examples, seed=args.seed or 0, out_dir=args.out_dir or "leaderboard",
                              threat_model=args.threat_model or "Linf", checkpoints=checkpoints,
                              model_dir=args.model_dir, batch_size=args.batch_size, passes=args.passes,

@@ -6,7 +6,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from ..zoo import available_models
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
 CONFIG_KEYS = {"format", "description", "dataset", "threat_model", "seed", "out_dir", "runs"}
-RUN_KEYS = {"models", "protocols", "n_examples", "batch_size", "passes", "overrides", "checkpoints", "seed"}
+RUN_KEYS = {"models", "protocols", "attacks", "out_dir", "n_examples", "batch_size", "passes", "overrides",
+            "checkpoints", "seed"}
 
 # options of `lwta evaluate` that, given beside --config, change results: the reproduction command lists them,
 # in this order
@@ -41,7 +42,9 @@ class EvaluationConfig:
     ``models`` and ``protocols`` take a name or a sequence of names (stored as tuples, duplicates dropped).
     ``n_examples`` caps every attack's image count; ``batch_size`` and ``passes`` replace the protocol's;
     ``overrides`` = {protocol: {attack: {"n_examples"|"params"|"batch_size": ...}}}; ``checkpoints`` =
-    {model: path} for models that are not in the weight store (or ``model_dir``). ``config_file`` and
+    {model: path} for models that are not in the weight store (or ``model_dir``). ``attacks``: run only these
+    attacks (keys) of the protocols (AutoAttack's ``attacks_to_run``; empty: all), e.g. two rungs of the ladder
+    on many checkpoints; the entry then holds only those. ``config_file`` and
     ``cli_overrides`` (the names of the fields that the command line set over the file) only shape the
     reproduction command (:meth:`command`). Every value is checked when the config is made.
     """
@@ -49,6 +52,7 @@ class EvaluationConfig:
     models: Sequence[str]
     dataset: str = "mnist"
     protocols: Sequence[str] = ("paper",)
+    attacks: Sequence[str] = ()
     n_examples: int | None = None
     seed: int = 0
     out_dir: str | os.PathLike[str] = "leaderboard"
@@ -67,6 +71,7 @@ class EvaluationConfig:
         set_ = object.__setattr__
         set_(self, "models", _names(self.models, "models"))
         set_(self, "protocols", _names(self.protocols, "protocols"))
+        set_(self, "attacks", _names(self.attacks, "attacks"))
         set_(self, "checkpoints", dict(self.checkpoints or {}))
         set_(self, "overrides", dict(self.overrides or {}))
         unknown = set(self.cli_overrides) - set(RECORDED_OVERRIDES)
@@ -100,8 +105,17 @@ class EvaluationConfig:
     def resolved_protocols(self) -> list[Protocol]:
         """The protocols (in the order given) with this config's limits applied
         (:func:`lwta_plugin.protocols.resolve`)."""
-        return [resolve(get_protocol(p, self.dataset), self.n_examples, None, self.batch_size,
-                        self.overrides.get(p), self.passes) for p in self.protocols]
+        resolved = [resolve(get_protocol(p, self.dataset), self.n_examples, None, self.batch_size,
+                            self.overrides.get(p), self.passes) for p in self.protocols]
+        if not self.attacks:
+            return resolved
+        known = {a.key for p in resolved for a in p.attacks}
+        unknown = [a for a in self.attacks if a not in known]
+        if unknown:
+            raise ValueError(f"attacks {unknown} are not in protocol(s) {', '.join(self.protocols)}; they have "
+                             f"{', '.join(sorted(known))}")
+        selected = [replace(p, attacks=tuple(a for a in p.attacks if a.key in self.attacks)) for p in resolved]
+        return [p for p in selected if p.attacks]
 
     def command(self, model: str, protocol: str) -> str:
         """The command that reproduces the entry of ``model`` / ``protocol`` (without shard, merge, progress or
@@ -115,6 +129,8 @@ class EvaluationConfig:
                 args += [_option(key), str(getattr(self, key))]
             return shlex.join(["lwta", "evaluate", *args])
         args = ["--model", model, "--dataset", self.dataset, "--protocol", protocol, "--seed", str(self.seed)]
+        for attack in self.attacks:
+            args += ["--attack", attack]
         if self.threat_model != "Linf":
             args += ["--threat-model", self.threat_model]
         for key in ("n_examples", "batch_size", "passes"):
@@ -160,9 +176,11 @@ def read_config_file(path: str | os.PathLike) -> dict:
     """Read an evaluation config file (``leaderboard/mnist-smoke.json`` etc.) and check its structure.
 
     Format: ``{"format": "lwta-plugin/eval-config-1", "description": str, "dataset": "mnist", "seed": 0,
-    "out_dir": "leaderboard", "runs": [{"models": [names] | "shipped", "protocols": [...], "n_examples": int,
+    "out_dir": "leaderboard", "runs": [{"models": [names] | "shipped", "protocols": [...], "attacks": [keys],
+    "n_examples": int,
     "batch_size": int, "passes": int, "overrides": {protocol: {attack: {...}}}, "checkpoints": {name: path},
-    "seed": int}]}``; every key but ``format`` and ``runs`` (and ``models`` in a run) is optional. Relative
+    "seed": int, "out_dir": str}]}``; every key but ``format`` and ``runs`` (and ``models`` in a run) is optional; a
+    run's ``out_dir`` replaces the file's (e.g. one directory per checkpoint of the same model). Relative
     checkpoint paths are relative to the working directory."""
     path = Path(path)
     try:
@@ -200,6 +218,11 @@ def _check_run(path: Path, i: int, run: Any) -> None:
     for p in protos:
         if p not in PROTOCOLS:
             raise ValueError(f"{path}: run {i}: unknown protocol {p!r}; expected one of {', '.join(PROTOCOLS)}")
+    attacks = run.get("attacks", [])
+    if not (isinstance(attacks, list) and all(isinstance(a, str) for a in attacks)):
+        raise ValueError(f"{path}: run {i}: \"attacks\" must be a list of attack keys")
+    if not isinstance(run.get("out_dir", ""), str):
+        raise ValueError(f"{path}: run {i}: \"out_dir\" must be a path (string)")  # noqa: TRY004 (a bad file, not a bad call)
     for key in ("n_examples", "batch_size", "passes", "seed"):
         if key in run and (isinstance(run[key], bool) or not isinstance(run[key], int)):
             raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer")
@@ -237,9 +260,11 @@ def load_config(path: str | os.PathLike, *, models: Sequence[str] | None = None,
         protos = [p for p in run.get("protocols", ["paper"]) if not protocols or p in protocols]
         if not (names and protos):
             continue
-        settings = {**file_wide, "seed": run.get("seed", cfg.get("seed", 0)), "n_examples": run.get("n_examples"),
+        settings = {**file_wide, "out_dir": run.get("out_dir", file_wide["out_dir"]),
+                    "seed": run.get("seed", cfg.get("seed", 0)), "n_examples": run.get("n_examples"),
                     "batch_size": run.get("batch_size"), "passes": run.get("passes"), **given}
-        configs.append(EvaluationConfig(names, protocols=protos, checkpoints=run.get("checkpoints") or {},
+        configs.append(EvaluationConfig(names, protocols=protos, attacks=run.get("attacks", ()),
+                                        checkpoints=run.get("checkpoints") or {},
                                         overrides=run.get("overrides") or {}, config_file=str(path),
                                         cli_overrides=[k for k in given if k in RECORDED_OVERRIDES],
                                         **settings))
