@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from _tiny_models import make_checkpoint
 
 from lwta_plugin import __version__
-from lwta_plugin.entries import find_entries, validate_entry
+from lwta_plugin.entries import find_entries, load_entries, validate_entry
 from lwta_plugin.evaluation import (
     EvaluationConfig,
     EvaluationError,
     IncompleteRunError,
     evaluate,
+    finalize_entry,
     load_config,
     parse_shard,
 )
@@ -387,6 +388,15 @@ def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt):
     assert entry["external"] == f"{100 * combined['mean']:.2f}"
     aa = worst_case({k: entry["attacks"][k] for k in ("clean", "apgd_rand")}, passes=2)
     assert entry["autoattack_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
+    # a combined worst case consistent in itself but not with the entries it combines is refused
+    forged = json.loads(entry_file(together, "adaptive").read_text())
+    n = combined["n_examples"]
+    forged["worst_case_all_protocols"].update(per_example_correct="2" * n, **summarize_counts([2] * n, 2))
+    finalize_entry(forged)
+    validate_entry(forged)
+    entry_file(together, "adaptive").write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"__adaptive\.json: field 'worst_case_all_protocols/"):
+        load_entries(together)
 
 
 def test_shipped_model_by_name(tmp_path, ckpt, reference, monkeypatch):

@@ -222,6 +222,63 @@ def test_schema_rejects_broken_entries(entry):
             pytest.fail(what)
 
 
+def _forge_worst_case(e: dict) -> None:
+    """A consistent-looking forgery: every image robust, summary to match."""
+    w = e["worst_case"]
+    w.update(per_example_correct="2" * w["n_examples"], mean=1.0, ci_high=1.0)
+
+
+FORGERIES = {
+    "attacks/pgd/mean": lambda e: e["attacks"]["pgd"].__setitem__("mean", 0.9),
+    "attacks/pgd/ci_low": lambda e: e["attacks"]["pgd"].__setitem__("ci_low", e["attacks"]["pgd"]["ci_low"] / 2),
+    "attacks/clean/ci_high": lambda e: e["attacks"]["clean"].__setitem__("ci_high", 1.0),
+    "worst_case/mean": lambda e: e["worst_case"].__setitem__("mean", 0.75),
+    "worst_case/": _forge_worst_case,
+    "worst_case/attacks": lambda e: e["worst_case"].__setitem__("attacks", ["clean"]),
+    "clean_acc": lambda e: e.__setitem__("clean_acc", "99.99"),
+    "reported": lambda e: e.__setitem__("reported", "99.00"),
+    "paper/rows": lambda e: e["paper"]["rows"][0]["values"].__setitem__("PGD", ".999"),
+    "indicators": lambda e: e["indicators"][0].__setitem__("fired", not e["indicators"][0]["fired"]),
+    "unreliable": lambda e: e.__setitem__("unreliable", not e["unreliable"]),
+    "footnote": lambda e: e.__setitem__("footnote", "Robust."),
+    "eps": lambda e: e.__setitem__("eps", "0.1"),
+    "attacks/cw/bounded": lambda e: e["attacks"]["cw"].__setitem__("bounded", True),
+    "attacks/pgd/passes": lambda e: e["attacks"]["pgd"].__setitem__("passes", 3),
+    "NaN or infinity": lambda e: e["attacks"]["pgd"].__setitem__("mean", float("nan")),
+    "autoattack_acc": lambda e: e.__setitem__("autoattack_acc", "50.00"),
+}
+
+
+@pytest.mark.parametrize("field", FORGERIES)
+def test_figures_that_disagree_with_the_counts_are_refused(entry, field):
+    """Every published figure is recomputed from the per-example counts; the error names the field."""
+    forged = copy.deepcopy(entry)
+    FORGERIES[field](forged)
+    with pytest.raises(ValueError, match=re.escape(field)):
+        validate_entry(forged)
+
+
+def test_forged_files_are_refused_naming_file_and_field(board, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "board"
+    shutil.copytree(board, copy_dir)
+    path = copy_dir / "mnist" / "Linf" / "lwta_ibp_softmax__paper.json"
+    good = path.read_text()
+    path.write_text(good.replace('"mean": ' + json.dumps(json.loads(good)["worst_case"]["mean"]), '"mean": NaN', 1))
+    with pytest.raises(ValueError, match=r"lwta_ibp_softmax__paper\.json: not valid JSON: NaN is not a number"):
+        entries_mod.load_entries(copy_dir)
+    forged = json.loads(good)
+    forged["worst_case"]["mean"] = 1.0
+    path.write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"lwta_ibp_softmax__paper\.json: field 'worst_case/mean': stored 1\.0"):
+        write_leaderboard(copy_dir)
+    path.write_text(good)
+    (copy_dir / "mnist" / "Linf" / "relu_softmax__paper.json").write_text(good)  # another model's name
+    with pytest.raises(ValueError, match=r"relu_softmax__paper\.json: the entry is of model 'lwta_ibp_softmax'"):
+        write_leaderboard(copy_dir)
+
+
 def test_rendered_markdown(board):
     entries = entries_mod.load_entries(board)
     md = render_markdown(entries)
