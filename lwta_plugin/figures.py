@@ -17,11 +17,12 @@ from typing import Any
 
 from .attacks.indicators import from_results
 from .paper import paper_rows, paper_value, row_reference
-from .protocols import EPS_TEXT, get_protocol
+from .protocols import EPS, EPS_TEXT, get_protocol
 from .statistics import decode_counts, summarize_counts, worst_case
 
 COMBINE_INTO = "adaptive"
 COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
+LINF_TOLERANCE = 1e-5  # float slack of an attack's perturbation against its eps
 TOLERANCE = 1e-9  # stored statistics are rounded to 12 significant digits (statistics.round_stat)
 _SUMMARY = ("mean", "ci_low", "ci_high")
 
@@ -37,21 +38,58 @@ def pct(fraction: float) -> str:
 # deriving
 
 
-def in_worst_case(result: Mapping[str, Any]) -> bool:
-    """Whether a result enters the worst case: the clean images and every bounded adversarial attack."""
-    return result["kind"] == "clean" or (result["kind"] == "adversarial" and bool(result["bounded"]))
+def threat_eps(dataset: str) -> float:
+    """The L-inf radius of the data set's threat model (MNIST 0.3)."""
+    return EPS[dataset]
 
 
-def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int) -> dict:
+def effective_eps(result: Mapping[str, Any]) -> float | None:
+    """The eps an attack ran with, as it reported it (``hyperparameters.eps``), or None."""
+    eps = (result.get("hyperparameters") or {}).get("eps")
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+
+def at_threat_eps(eps: float | None, threat: float) -> bool:
+    """Whether ``eps`` is the threat model's radius (up to float noise)."""
+    return eps is not None and math.isclose(eps, threat, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def in_worst_case(result: Mapping[str, Any], eps: float) -> bool:
+    """Whether a result enters the worst case: the clean images and every bounded adversarial attack that ran at
+    the threat model's ``eps`` (one with a smaller eps is a weaker attack, not a robustness estimate at ``eps``)."""
+    if result["kind"] == "clean":
+        return True
+    return result["kind"] == "adversarial" and bool(result["bounded"]) and at_threat_eps(effective_eps(result), eps)
+
+
+def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float) -> dict:
     """Per-image worst case over the results that enter it (:func:`in_worst_case`)."""
-    return worst_case({k: r for k, r in results.items() if in_worst_case(r)}, passes)
+    return worst_case({k: r for k, r in results.items() if in_worst_case(r, eps)}, passes)
 
 
-def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool) -> dict | None:
-    """The worst case of clean and AutoAttack 'rand' (``apgd_rand``), when it ran outside a smoke test."""
-    if smoke or "apgd_rand" not in results:
+def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float) -> dict | None:
+    """The worst case of clean and AutoAttack 'rand' (``apgd_rand``), when it ran at the threat model's eps outside
+    a smoke test."""
+    if smoke or "apgd_rand" not in results or not in_worst_case(results["apgd_rand"], eps):
         return None
-    return worst_case_of({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes)
+    return worst_case_of({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes, eps)
+
+
+def check_attack_eps(key: str, result: Mapping[str, Any], eps: float) -> None:
+    """Raise ValueError unless a bounded attack recorded an eps within the threat model's ``eps`` and stayed in
+    its ball."""
+    if result["kind"] != "adversarial" or not result["bounded"]:
+        return
+    field = f"attacks/{key}/hyperparameters/eps"
+    own = effective_eps(result)
+    if own is None:
+        raise ValueError(f"field {field!r}: a bounded attack must record the eps it ran with")
+    if own > eps and not at_threat_eps(own, eps):
+        raise ValueError(f"field {field!r}: {own:g} is outside the threat model (L-inf eps {eps:g})")
+    linf = result["perturbation"]["linf_max"]
+    if linf > own + LINF_TOLERANCE:
+        raise ValueError(f"field 'attacks/{key}/perturbation/linf_max': {linf:g} is outside the attack's eps "
+                         f"{own:g}")
 
 
 def combined_worst_case(entry: dict, siblings: Iterable[dict]) -> dict | None:
@@ -70,7 +108,7 @@ def combined_worst_case(entry: dict, siblings: Iterable[dict]) -> dict | None:
     if len(parts) == 1:
         return None
     results = {f"{name}/{k}": parts[name]["attacks"][k] for name in sorted(parts) for k in sorted(parts[name]["attacks"])}
-    combined = worst_case_of(results, passes)
+    combined = worst_case_of(results, passes, threat_eps(entry["dataset"]))
     combined["sources"] = {name: parts[name]["config_sha256"] for name in sorted(parts)}
     return combined
 
@@ -173,13 +211,14 @@ def check_figures(entry: dict) -> None:
         raise ValueError(f"field {bad!r}: NaN or infinity is not a number")
     _compare("eps", entry["eps"], EPS_TEXT[entry["dataset"]], f"the threat model of {entry['dataset']}")
     results = _ordered_results(entry)
-    passes = entry["protocol"]["scoring"]["passes"]
+    passes, eps = entry["protocol"]["scoring"]["passes"], threat_eps(entry["dataset"])
     for key, r in results.items():
         counts = decode_counts(r["per_example_correct"])
         _compare_summary(f"attacks/{key}", {k: r[k] for k in _SUMMARY}, summarize_counts(counts, passes))
+        check_attack_eps(key, r, eps)
     _compare("clean_acc", entry["clean_acc"], pct(results["clean"]["mean"]), "the clean result")
-    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes))
-    aa = autoattack_of(results, passes, entry["protocol"]["smoke"])
+    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps))
+    aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps)
     _compare("autoattack_acc", entry.get("autoattack_acc"), None if aa is None else pct(aa["mean"]))
     _compare("indicators", entry["indicators"], json.loads(json.dumps(from_results(results, passes=passes))))
     combined = entry.get("worst_case_all_protocols")

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from .entries import failed_unbounded_attacks, load_entries
+from .figures import effective_eps, in_worst_case, threat_eps
 from .io import atomic_write_text
 from .ladder import ladder_markdown, ladder_plot, ladder_rows
 from .paper import (
@@ -62,6 +63,15 @@ def _worst(entry: dict) -> dict:
     return entry.get("worst_case_all_protocols") or entry["worst_case"]
 
 
+def _attacked(worst: dict) -> bool:
+    """Whether a worst case includes an attack (at the threat model's eps), i.e. is a robust accuracy; a worst
+    case over the clean images alone is not."""
+    return any(a.rsplit("/", 1)[-1] != "clean" for a in worst["attacks"])
+
+
+_NOT_ATTACKED = "— (no attack at the threat model's eps)"
+
+
 def sort_entries(entries: list[dict], sort: str = "robust") -> list[dict]:
     """Sort by worst-case robust accuracy (descending, the default), clean accuracy (descending), model name, or
     the accuracy of one attack key (descending; entries without that attack last). Ties: model, protocol."""
@@ -69,7 +79,7 @@ def sort_entries(entries: list[dict], sort: str = "robust") -> list[dict]:
     if sort == "model":
         return base
     if sort == "robust":
-        return sorted(base, key=lambda e: -_worst(e)["mean"])
+        return sorted(base, key=lambda e: (not _attacked(_worst(e)), -_worst(e)["mean"]))
     if sort == "clean":
         return sorted(base, key=lambda e: -e["attacks"]["clean"]["mean"])
     return sorted(base, key=lambda e: (sort not in e["attacks"], -e["attacks"].get(sort, {"mean": 0})["mean"]))
@@ -128,6 +138,7 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
         worst_text = _ci_text(w) + ("" if worst_n is not None else f" (n={w['n_examples']})")
         if "worst_case_all_protocols" in e:
             worst_text += " (all protocols)"
+        worst_cell = _Cell(worst_text, w["mean"]) if _attacked(w) else _Cell(_NOT_ATTACKED)
         fired = [i for i in e["indicators"] if i["fired"]]
         mark = ""
         if fired:
@@ -137,7 +148,7 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
         rows.append([_Cell(str(rank), rank), _Cell(f"`{e['model']}`"), _Cell(_training(e)),
                      cell("clean", e["attacks"]["clean"])]
                     + [cell(k, e["attacks"].get(k)) for k in keys]
-                    + [_Cell(worst_text, w["mean"]),
+                    + [worst_cell,
                        _Cell(reported, float(e["reported"]) / 100 if "reported" in e else None),
                        _Cell(("**yes**" if e["unreliable"] else "no") + mark, 1 if e["unreliable"] else 0,
                              "bad" if e["unreliable"] else "")])
@@ -161,6 +172,7 @@ def _hp_text(hp: dict) -> str:
 def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
     """One line per attack: description, hyperparameters, EOT samples (from the first entry that has it)."""
     lines = []
+    threat = threat_eps(group[0]["dataset"])
     for key in ["clean", *keys]:
         r = next(e["attacks"][key] for e in group if key in e["attacks"])
         bits = [r["description"] or r["attack"]]
@@ -170,6 +182,8 @@ def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
             bits.append(f"EOT {r['eot_samples']}")
         if r["kind"] == "adversarial" and not r["bounded"]:
             bits.append("unbounded: not in the worst case")
+        elif r["kind"] == "adversarial" and not in_worst_case(r, threat):
+            bits.append(f"eps {effective_eps(r):g} below the threat model's {threat:g}: not in the worst case")
         lines.append(f"`{key}`: " + "; ".join(bits))
     return lines
 
@@ -226,7 +240,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
             if adaptive is not None:
                 w = _worst(adaptive)
                 strongest = f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] " \
-                            f"(n={w['n_examples']})"
+                            f"(n={w['n_examples']})" if _attacked(w) else _NOT_ATTACKED
             elif entry["number_forward_passes"] == 1:  # deterministic: the paper protocol's PGD is white-box
                 w = entry["worst_case"]
                 strongest = f"{100 * w['mean']:.1f} (n={w['n_examples']}; deterministic model: PGD-200 is white-box)"

@@ -19,6 +19,7 @@ from ..figures import (
     combined_worst_case,
     finalize_entry,
     pct,
+    threat_eps,
     worst_case_of,
 )
 from ..io import atomic_write_json, dumps_json
@@ -99,7 +100,8 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
     passes = protocol.scoring.passes
     dataset = run_config["dataset"]
     # AutoAttack 'rand' = clean + APGD-CE/DLR with EOT; not for smoke runs (tiny budgets, not an estimate)
-    aa = autoattack_of(results, passes, protocol.smoke)
+    eps = threat_eps(dataset)
+    aa = autoattack_of(results, passes, protocol.smoke, eps)
     rows = paper_rows(info.name, dataset, bool(info.training.get("fgsm_eps")))
     entry: dict[str, Any] = {
         "format": FORMAT,
@@ -111,7 +113,7 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
         # ours
         "model": info.name, "threat_model": run_config["threat_model"], "seed": run_config["seed"],
         "data": run_config["data"], "protocol": {k: v for k, v in protocol.to_dict().items() if k != "attacks"},
-        "attacks": results, "worst_case": worst_case_of(results, passes),
+        "attacks": results, "worst_case": worst_case_of(results, passes, eps),
         "paper": {"rows": rows, "notes": list(PAPER_NOTES)},
         "checkpoint": {"sha256": info.sha256, "source": info.source, "file": info.file,
                        "config": info.config, "training": info.training},
