@@ -1,7 +1,8 @@
 """Training by maximising the ELBO: data loss + KL / N, two Adam optimisers (weights, IBP variables).
 
 The final checkpoint is the epoch with the best validation accuracy (a split held out from the training set;
-the test set is never used for selection). Training resumes from ``<out>.last.pt`` if it exists.
+the test set is never used for selection). Training resumes from ``<out>.last.pt`` if it exists and was run with
+the same settings (:data:`RESUME_SETTINGS`); otherwise it stops and says how to continue or start over.
 Command: ``lwta train`` (:func:`add_parser`).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -162,13 +163,32 @@ class _Run:
     history: list[dict] = field(default_factory=list)
 
 
+# the settings an interrupted run is resumed with must equal its own: each changes the weights it ends with
+# (the others only say where data lives, what to keep or report, or how many threads to use)
+RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "lr", "ibp_lr", "final_lr_fraction", "noise_std",
+                   "fgsm_eps", "val_size", "seed", "limit", "init_from")
+
+
+def check_resumable(cfg: TrainConfig, last: Path, old: dict) -> None:
+    """Raise ValueError unless the interrupted run in ``last`` (its ``train_config`` ``old``) has ``cfg``'s
+    settings (:data:`RESUME_SETTINGS`), saying how to continue it or start over."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    changed = [f"{k} {old.get(k, defaults[k])!r} -> {getattr(cfg, k)!r}" for k in RESUME_SETTINGS
+               if old.get(k, defaults[k]) != getattr(cfg, k)]
+    if not changed:
+        return
+    command = (old.get("extra") or {}).get("command")
+    raise ValueError(f"{last} holds an interrupted run with other settings ({'; '.join(changed)}): it is not "
+                     "resumed with settings it did not run with. To continue it, rerun with its own settings"
+                     + (f" ({command})" if command else "") + f"; to start over with the new ones, delete {last}")
+
+
 def _resume(run: _Run, last: Path) -> None:
-    """Continue from ``last`` if it holds an interrupted run of the same model (weights, optimisers, RNGs)."""
+    """Continue from ``last`` if it exists (weights, optimisers, RNGs): only a run with the same settings."""
     if not last.exists():
         return
     payload = read_checkpoint(last)
-    if payload["meta"].get("train_config", {}).get("model") != run.cfg.model:
-        return
+    check_resumable(run.cfg, last, payload["meta"].get("train_config") or {})
     run.model.load_state_dict(payload["state_dict"])
     ex = payload.get("extra", {})
     run.opt_w.load_state_dict(ex["opt_w"])

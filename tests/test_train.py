@@ -5,6 +5,7 @@ Runs on a tiny MNIST-format data set written to a torchvision-style root, so it 
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -91,6 +92,35 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkey
     full, resumed = read_checkpoint(tmp_path / "full.pt"), read_checkpoint(tmp_path / "resumed.pt")
     assert resumed["state_sha256"] == full["state_sha256"]
     assert [h["val_acc"] for h in resumed["meta"]["history"]] == [h["val_acc"] for h in full["meta"]["history"]]
+
+
+def test_resume_only_with_the_same_settings(tmp_path, root, monkeypatch):
+    """A rerun with another learning rate, seed, epoch count or model does not continue the interrupted run
+    (it would record settings it did not train with); it says how to continue or start over."""
+    real_save = train_module.save_checkpoint
+
+    def crash_after_epoch_one(path, *args, **kwargs):
+        sha = real_save(path, *args, **kwargs)
+        if str(path).endswith(".last.pt"):
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+        return sha
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(root), tmp_path / "run.pt", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    last = tmp_path / "run.last.pt"
+    before = last.read_bytes()
+    for change, shown in (({"lr": 2e-3}, "lr 0.001 -> 0.002"), ({"seed": 4}, "seed 3 -> 4"),
+                          ({"epochs": 3}, "epochs 2 -> 3"), ({"model": "relu_softmax"}, "model 'lwta_ibp_softmax'")):
+        with pytest.raises(ValueError, match=re.escape(shown)) as info:
+            train(_cfg(root, **change), tmp_path / "run.pt", progress=False)
+        assert f"delete {last}" in str(info.value) and "rerun with its own settings" in str(info.value)
+        assert last.read_bytes() == before and not (tmp_path / "run.pt").exists()
+    # settings that do not change the weights may differ
+    train(_cfg(root, threads=1, keep_epochs=(2,), test_limit=30), tmp_path / "run.pt", progress=False)
+    meta = read_checkpoint(tmp_path / "run.pt")["meta"]
+    assert [h["epoch"] for h in meta["history"]] == [1, 2] and not last.exists()
 
 
 def test_fgsm_adversarial_training_mode(tmp_path, root):
