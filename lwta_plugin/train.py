@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_state, read_checkpoint, save_checkpoint
 from .data import load_tensors
 from .io import sha256_file
 from .models import ARCH_DATASETS, LWTANet, create_model, parse_name
@@ -189,7 +189,7 @@ def _resume(run: _Run, last: Path) -> None:
         return
     payload = read_checkpoint(last)
     check_resumable(run.cfg, last, payload["meta"].get("train_config") or {})
-    run.model.load_state_dict(payload["state_dict"])
+    load_state(run.model, payload["state_dict"], last)
     ex = payload.get("extra", {})
     run.opt_w.load_state_dict(ex["opt_w"])
     if run.opt_ibp is not None:
