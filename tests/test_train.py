@@ -150,6 +150,44 @@ def test_bad_configs(tmp_path, root):
         train(_cfg(root, model="lwta_ibp_resnet"), tmp_path / "x.pt", progress=False)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"ibp_lr": -1e-3}, "ibp_lr must be a finite number > 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": -5}, "batch_size must be an integer >= 1, got -5"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"noise_std": float("nan")}, "noise_std must be a finite number >= 0"),
+    ({"fgsm_eps": float("inf")}, "fgsm_eps must be a finite number >= 0"),
+    ({"final_lr_fraction": 2.0}, "final_lr_fraction must be a number in [0, 1]"),
+    ({"eval_samples": 0}, "eval_samples must be an integer >= 1"),
+    ({"keep_epochs": (3,)}, "keep_epochs must be epochs between 1 and 2"),
+])
+def test_bad_training_settings_stop_before_any_work(tmp_path, root, change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(_cfg(root, **change), tmp_path / "x.pt", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_training_settings_on_the_command_line(tmp_path, root, capsys):
+    from lwta_plugin.cli import main
+
+    out = tmp_path / "m.pt"
+    for option in (["--lr", "inf"], ["--batch-size", "0"], ["--batch-size", "-1"]):
+        assert main(["train", "--model", "relu_softmax", "--data-root", str(root), "--val-size", "100",
+                     "--out", str(out), "--no-progress", *option]) == 2, option
+        assert "training setting" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diverging_training_is_stopped_and_never_saved(tmp_path, root):
+    with pytest.raises(ValueError, match="training diverged in epoch 1") as info:
+        train(_cfg(root, lr=1e30, ibp_lr=1e30), tmp_path / "x.pt", progress=False)
+    assert "smaller --lr" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_continue_training_from_a_checkpoint(tmp_path, root):
     train(_cfg(root, epochs=1), tmp_path / "first.pt", progress=False)
     m = train(_cfg(root, epochs=1, lr=3e-4, init_from=str(tmp_path / "first.pt")), tmp_path / "more.pt",
