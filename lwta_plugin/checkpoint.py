@@ -100,13 +100,25 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None, expected
         raise CheckpointError(f"{path} holds model {model.config.name!r}, not {expected_name!r}")
     if expected_dataset is not None and model.config.dataset != expected_dataset:
         raise CheckpointError(f"{path} was built for {model.config.dataset!r}, not {expected_dataset!r}")
-    state, expected = payload["state_dict"], model.state_dict()
+    load_state(model, payload["state_dict"], path)
+    return model.eval(), payload["meta"]
+
+
+def load_state(model: LWTANet, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``state`` into ``model`` if it fits exactly: the same tensor names, shapes and dtypes.
+
+    ``load_state_dict`` would cast silently: integer weights become an all-zero model, float16/float64 lose or
+    invent precision, complex ones drop their imaginary part; CheckpointError naming the tensor instead."""
+    expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
+    dtype = [f"{k} {state[k].dtype} (expected {v.dtype})" for k, v in expected.items()
+             if k in state and state[k].dtype != v.dtype]
+    if missing or unexpected or wrong or dtype:
         parts = [f"{len(x)} {what} (e.g. {', '.join(x[:2])})"
-                 for x, what in ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if x]
+                 for x, what in ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape"),
+                                 (dtype, "of the wrong dtype")) if x]
         raise CheckpointError(f"{path}: weights do not fit architecture {model.config.name!r} named by its config: "
                               f"{'; '.join(parts)}")
     try:
@@ -114,4 +126,3 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None, expected
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit architecture {model.config.name!r}: "
                               f"{str(e).splitlines()[0]}") from None
-    return model.eval(), payload["meta"]

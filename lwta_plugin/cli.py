@@ -1,4 +1,4 @@
-"""Command line: ``lwta train | models | evaluate | leaderboard | plots | cards | ship``.
+"""Command line: ``lwta train | models | evaluate | leaderboard | verify | plots | cards | ship``.
 
 Each command lives in its own module, which exposes ``add_parser(subparsers) -> argparse.ArgumentParser``; the
 parser's ``func`` runs the command on the parsed arguments and returns the exit code. :data:`COMMANDS` lists them
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from . import cards, leaderboard, plots, ship, train
+from . import cards, leaderboard, plots, ship, train, verify
 from .evaluation import cli as evaluation_cli
 from .evaluation.errors import EvaluationError
 from .models import list_models
@@ -29,8 +29,8 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser], ...] = (
-    train.add_parser, add_models_parser, evaluation_cli.add_parser, leaderboard.add_parser, plots.add_parser,
-    cards.add_parser, ship.add_parser)
+    train.add_parser, add_models_parser, evaluation_cli.add_parser, leaderboard.add_parser, verify.add_parser,
+    plots.add_parser, cards.add_parser, ship.add_parser)
 
 # Exceptions whose message is the whole story: printed without a traceback, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, EvaluationError)

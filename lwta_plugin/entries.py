@@ -18,25 +18,20 @@ image (in test-set order) = the number of the ``passes`` predictions of that ima
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from .figures import check_combined, check_figures, pct
 from .statistics import decode_counts
+
+__all__ = ["ENTRY_NAME", "FORMAT", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
+           "find_entries", "is_entry_path", "load_entries", "load_schema", "pct", "read_entry", "validate_entry"]
 
 FORMAT = "lwta-plugin/leaderboard-entry-1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
 ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
-
-
-def pct(fraction: float) -> str:
-    """RobustBench's percentage string: 0.93456 -> "93.46"."""
-    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 <= fraction <= 1):
-        raise ValueError(f"expected a fraction in [0, 1], got {fraction!r}")
-    return f"{100 * fraction:.2f}"
-
 
 
 def entry_path(out_dir: str | os.PathLike, dataset: str, threat_model: str, model: str, protocol: str) -> Path:
@@ -61,7 +56,8 @@ def load_schema() -> dict:
 
 
 def validate_entry(entry: Any) -> None:
-    """Raise ValueError if ``entry`` does not follow the schema (needs ``jsonschema``) or is inconsistent."""
+    """Raise ValueError if ``entry`` does not follow the schema (needs ``jsonschema``) or is inconsistent: every
+    published figure is recomputed from the per-example counts (:func:`lwta_plugin.figures.check_figures`)."""
     try:
         import jsonschema
     except ModuleNotFoundError:
@@ -79,23 +75,53 @@ def validate_entry(entry: Any) -> None:
                              f"n_examples = {res['n_examples']}")
         if max(decode_counts(res["per_example_correct"]), default=0) > res["passes"]:
             raise ValueError(f"attack {key!r}: a per-example count exceeds passes = {res['passes']}")
+    check_figures(entry)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def read_entry(path: str | os.PathLike) -> dict:
+    """The JSON of an entry file (NaN and Infinity refused); ValueError naming the file otherwise."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+
+
+def check_entry_file(path: str | os.PathLike, entry: dict) -> None:
+    """Raise ValueError unless ``path`` is where ``entry`` belongs:
+    ``<dataset>/<threat_model>/<model>__<protocol>.json``."""
+    path = Path(path)
+    expected = Path(entry["dataset"], entry["threat_model"], f"{entry['model']}__{entry['protocol']['name']}.json")
+    if path.parts[-3:] != expected.parts:
+        raise ValueError(f"the entry is of model {entry['model']!r}, protocol {entry['protocol']['name']!r}, "
+                         f"{entry['dataset']} / {entry['threat_model']}: its file must be .../{expected}")
 
 
 def load_entries(out_dir: str | os.PathLike, validate: bool = True) -> list[dict]:
-    """Every entry under ``out_dir`` (validated; ValueError naming the file otherwise), with ``_path`` added."""
+    """Every entry under ``out_dir`` (validated: schema, figures, file name, and the worst case combined across
+    protocols against the sibling entries; ValueError naming the file otherwise), with ``_path`` added."""
     entries = []
     for path in find_entries(out_dir):
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
+        entry = read_entry(path)
         if validate:
             try:
                 validate_entry(entry)
+                check_entry_file(path, entry)
             except ValueError as e:
                 raise ValueError(f"{path}: {e}") from None
         entry["_path"] = str(path)
         entries.append(entry)
+    if validate:
+        for entry in entries:
+            siblings = [e for e in entries if e is not entry and e["model"] == entry["model"]
+                        and Path(e["_path"]).parent == Path(entry["_path"]).parent]
+            try:
+                check_combined(entry, siblings)
+            except ValueError as e:
+                raise ValueError(f"{entry['_path']}: {e}") from None
     return entries
 
 

@@ -78,7 +78,9 @@ class AttackSpec:
     key: name of the result in the entry (unique within the protocol). attack: name for
     :func:`lwta_plugin.attacks.build_attack` (ignored for ``kind`` clean / random_score). params: hyperparameter
     overrides passed to ``build_attack``. bounded: the attack stays inside the protocol's threat model (L-inf eps),
-    so it counts for the worst case; unbounded attacks (CW, BSA) and scores (Random) are reported beside it.
+    so it counts for the worst case; unbounded attacks (CW, BSA) and scores (Random) are reported beside it. A
+    bounded attack's eps may be lowered (config overrides; it is then reported outside the worst case), never raised
+    above the threat model's (:func:`check_threat_model`).
     attack_samples: ``model.samples`` while the attack runs (1 = one stochastic pass per model call, as the paper's
     attacks; EOT attacks average their own samples). eot_samples: gradient samples per step (recorded).
 
@@ -368,6 +370,18 @@ def get_protocol(name: str, dataset: str = "mnist") -> Protocol:
                         notes=(("Smoke protocol: tiny step counts and EOT samples. The numbers only show that "
                                 "the pipeline runs."),))
     raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+def check_threat_model(protocol: Protocol, eps: float) -> None:
+    """Raise ValueError if a bounded attack of ``protocol`` is set to an eps beyond the threat model's ``eps``
+    (e.g. by a config override). A smaller eps is allowed: that attack is reported, outside the worst case."""
+    for spec in protocol.attacks:
+        own = spec.params.get("eps")
+        if spec.kind != "adversarial" or not spec.bounded or not isinstance(own, (int, float)):
+            continue
+        if own > eps * (1 + 1e-9):
+            raise ValueError(f"protocol {protocol.name!r}, attack {spec.key!r}: eps {own:g} is outside the threat "
+                             f"model (L-inf eps {eps:g}); a bounded attack may use at most that eps")
 
 
 def resolve(protocol: Protocol, n_examples: int | None = None, available: int | None = None,

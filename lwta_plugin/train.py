@@ -1,7 +1,8 @@
 """Training by maximising the ELBO: data loss + KL / N, two Adam optimisers (weights, IBP variables).
 
 The final checkpoint is the epoch with the best validation accuracy (a split held out from the training set;
-the test set is never used for selection). Training resumes from ``<out>.last.pt`` if it exists.
+the test set is never used for selection). Training resumes from ``<out>.last.pt`` if it exists and was run with
+the same settings (:data:`RESUME_SETTINGS`); otherwise it stops and says how to continue or start over.
 Command: ``lwta train`` (:func:`add_parser`).
 """
 from __future__ import annotations
@@ -12,14 +13,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_state, read_checkpoint, save_checkpoint
 from .data import load_tensors
 from .io import sha256_file
 from .models import ARCH_DATASETS, LWTANet, create_model, parse_name
@@ -50,6 +51,54 @@ class TrainConfig:
     data_root: str | None = None
     keep_epochs: tuple[int, ...] = ()  # also keep the weights after these epochs (<out stem>.epochNNN.pt)
     extra: dict = field(default_factory=dict)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Raise ValueError, naming the setting, unless every training setting is usable (before any work)."""
+    checks = {
+        "epochs": _is_int(cfg.epochs) and cfg.epochs >= 1,
+        "batch_size": _is_int(cfg.batch_size) and cfg.batch_size >= 1,
+        "lr": _is_number(cfg.lr) and cfg.lr > 0,
+        "ibp_lr": _is_number(cfg.ibp_lr) and cfg.ibp_lr > 0,
+        "final_lr_fraction": _is_number(cfg.final_lr_fraction) and 0 <= cfg.final_lr_fraction <= 1,
+        "noise_std": cfg.noise_std is None or (_is_number(cfg.noise_std) and cfg.noise_std >= 0),
+        "fgsm_eps": _is_number(cfg.fgsm_eps) and cfg.fgsm_eps >= 0,
+        "val_size": _is_int(cfg.val_size) and cfg.val_size >= 1,
+        "seed": _is_int(cfg.seed) and 0 <= cfg.seed < 2**63,
+        "limit": cfg.limit is None or (_is_int(cfg.limit) and cfg.limit >= 2),
+        "test_limit": cfg.test_limit is None or (_is_int(cfg.test_limit) and cfg.test_limit >= 1),
+        "eval_samples": _is_int(cfg.eval_samples) and cfg.eval_samples >= 1,
+        "threads": cfg.threads is None or (_is_int(cfg.threads) and cfg.threads >= 1),
+    }
+    wanted = {"epochs": "an integer >= 1", "batch_size": "an integer >= 1", "lr": "a finite number > 0",
+              "ibp_lr": "a finite number > 0", "final_lr_fraction": "a number in [0, 1]",
+              "noise_std": "a finite number >= 0 (or unset)", "fgsm_eps": "a finite number >= 0",
+              "val_size": "an integer >= 1", "seed": "an integer in [0, 2**63)",
+              "limit": "an integer >= 2 (or unset)", "test_limit": "an integer >= 1 (or unset)",
+              "eval_samples": "an integer >= 1", "threads": "an integer >= 1 (or unset)"}
+    for name, ok in checks.items():
+        if not ok:
+            raise ValueError(f"training setting {name} must be {wanted[name]}, got {getattr(cfg, name)!r}")
+    late = [e for e in cfg.keep_epochs if not _is_int(e) or not 1 <= e <= cfg.epochs]
+    if late:
+        raise ValueError(f"keep_epochs must be epochs between 1 and {cfg.epochs} (the run's epochs), got {late}")
+
+
+def check_finite_weights(model: LWTANet, where: str) -> None:
+    """Raise ValueError if training made a weight NaN or infinite (a diverged run is never saved)."""
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"training diverged {where}: {len(bad)} weight tensor(s) hold NaN or Inf (e.g. {bad[0]}); "
+                         "nothing of this epoch was saved. Start over with a smaller --lr / --ibp-lr (delete the "
+                         "run's .last.pt first if there is one)")
 
 
 def _accuracy(model: LWTANet, x: torch.Tensor, y: torch.Tensor, samples: int, batch: int = 1000) -> float:
@@ -162,14 +211,33 @@ class _Run:
     history: list[dict] = field(default_factory=list)
 
 
+# the settings an interrupted run is resumed with must equal its own: each changes the weights it ends with
+# (the others only say where data lives, what to keep or report, or how many threads to use)
+RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "lr", "ibp_lr", "final_lr_fraction", "noise_std",
+                   "fgsm_eps", "val_size", "seed", "limit", "init_from")
+
+
+def check_resumable(cfg: TrainConfig, last: Path, old: dict) -> None:
+    """Raise ValueError unless the interrupted run in ``last`` (its ``train_config`` ``old``) has ``cfg``'s
+    settings (:data:`RESUME_SETTINGS`), saying how to continue it or start over."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    changed = [f"{k} {old.get(k, defaults[k])!r} -> {getattr(cfg, k)!r}" for k in RESUME_SETTINGS
+               if old.get(k, defaults[k]) != getattr(cfg, k)]
+    if not changed:
+        return
+    command = (old.get("extra") or {}).get("command")
+    raise ValueError(f"{last} holds an interrupted run with other settings ({'; '.join(changed)}): it is not "
+                     "resumed with settings it did not run with. To continue it, rerun with its own settings"
+                     + (f" ({command})" if command else "") + f"; to start over with the new ones, delete {last}")
+
+
 def _resume(run: _Run, last: Path) -> None:
-    """Continue from ``last`` if it holds an interrupted run of the same model (weights, optimisers, RNGs)."""
+    """Continue from ``last`` if it exists (weights, optimisers, RNGs): only a run with the same settings."""
     if not last.exists():
         return
     payload = read_checkpoint(last)
-    if payload["meta"].get("train_config", {}).get("model") != run.cfg.model:
-        return
-    run.model.load_state_dict(payload["state_dict"])
+    check_resumable(run.cfg, last, payload["meta"].get("train_config") or {})
+    load_state(run.model, payload["state_dict"], last)
     ex = payload.get("extra", {})
     run.opt_w.load_state_dict(ex["opt_w"])
     if run.opt_ibp is not None:
@@ -202,6 +270,11 @@ def _train_epoch(run: _Run, data: _Data, noise: float, progress: bool) -> dict:
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         yb = data.y_train[idx]
         loss, raw = elbo_step(model, data.x_train[idx], yb, run.opt_w, run.opt_ibp, n_train, noise, cfg.fgsm_eps)
+        if not math.isfinite(loss.item()):
+            check_finite_weights(model, f"in epoch {run.epoch + 1}, step {i + 1}")
+            raise ValueError(f"training diverged in epoch {run.epoch + 1}, step {i + 1}: the loss is {loss.item()} "
+                             f"(lr {cfg.lr}, ibp_lr {cfg.ibp_lr}); nothing of this epoch was saved. Start over "
+                             "with a smaller --lr / --ibp-lr (delete the run's .last.pt first if there is one)")
         with torch.no_grad():
             acc = (model.decoder(raw).argmax(1) == yb).float().mean().item()
         run_loss = 0.98 * run_loss + 0.02 * loss.item() if i else loss.item()
@@ -212,6 +285,7 @@ def _train_epoch(run: _Run, data: _Data, noise: float, progress: bool) -> dict:
 
 def _end_epoch(run: _Run, data: _Data, trained: dict, out: Path) -> None:
     """Validate, record the epoch, keep the best checkpoint so far and the state to resume from."""
+    check_finite_weights(run.model, f"in epoch {run.epoch + 1}")
     val_acc = _accuracy(run.model, data.x_val, data.y_val, samples=1)
     record = {"epoch": run.epoch + 1, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
               "val_acc": val_acc, "epoch_seconds": round(trained["seconds"], 1)}
@@ -264,6 +338,7 @@ def _finish(run: _Run, data: _Data, out: Path, parent: dict | None) -> dict:
 def train(cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> dict:
     """Train ``cfg.model`` and write the best-on-validation checkpoint to ``out``; returns its metrics."""
     out = Path(out)
+    check_train_config(cfg)
     cfg = check_fgsm_variant(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

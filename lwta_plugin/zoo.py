@@ -222,6 +222,28 @@ def _verify_store_file(path: Path, entry: dict, data: bytes | None = None) -> No
             "one (e.g. another model's file); reinstall it or ship it again with scripts/ship_model.py")
 
 
+def verify_store(store: str | os.PathLike | None = None) -> tuple[int, list[str]]:
+    """Check every file of the weight store against its manifest entry (sha256 and size) and load it as
+    :func:`load_model` would (format, architecture, dtypes, finite weights): how many files the manifest lists,
+    and one line per file that fails (or the manifest's own error)."""
+    store = Path(store or weights_dir())
+    try:
+        models = read_manifest(store)["models"]
+    except ValueError as e:
+        return 0, [str(e)]
+    problems = []
+    for key in sorted(models):
+        item, path = models[key], store / models[key]["file"]
+        try:
+            _verify_store_file(path, item)
+            model, _ = load_checkpoint(path, sha256=item["sha256"], expected_name=item["name"],
+                                       expected_dataset=ARCH_DATASETS.get(item["dataset"]))
+            _check_finite(model, path)
+        except CheckpointError as e:
+            problems.append(str(e))
+    return len(models), problems
+
+
 def resolve_checkpoint(model_name: str, dataset: str = "mnist", threat_model: str = "Linf",
                        model_dir: str | os.PathLike | None = None, *,
                        store: str | os.PathLike | None = None) -> ResolvedCheckpoint:

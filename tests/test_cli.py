@@ -60,7 +60,7 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
-    assert "{train,models,evaluate,leaderboard,plots,cards,ship}" in capsys.readouterr().out
+    assert "{train,models,evaluate,leaderboard,verify,plots,cards,ship}" in capsys.readouterr().out
 
 
 def test_ship_command(capsys, tmp_path, ckpt):

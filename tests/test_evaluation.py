@@ -10,8 +10,10 @@ kill tests: it runs the same evaluation as :func:`_evaluate` in a fresh process.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -26,12 +28,13 @@ import torch.nn.functional as F
 from _tiny_models import make_checkpoint
 
 from lwta_plugin import __version__
-from lwta_plugin.entries import find_entries, validate_entry
+from lwta_plugin.entries import find_entries, load_entries, validate_entry
 from lwta_plugin.evaluation import (
     EvaluationConfig,
     EvaluationError,
     IncompleteRunError,
     evaluate,
+    finalize_entry,
     load_config,
     parse_shard,
 )
@@ -314,6 +317,50 @@ def test_bounded_attack_leaving_the_ball_is_refused(tmp_path, ckpt):
         _evaluate(tmp_path, ckpt, protocol="paper", attack_factory=escaping)
 
 
+def test_attacks_outside_the_threat_model_never_count_as_robust(tmp_path, ckpt):
+    """An override may weaken a bounded attack (smaller eps: reported, not in the worst case) but not take it
+    beyond the threat model; an attack that runs with another eps than it was given is caught by what it reports."""
+    with pytest.raises(ValueError, match=r"attack 'pgd': eps 0.5 is outside the threat model \(L-inf eps 0.3\)"):
+        _evaluate(tmp_path, ckpt, protocol="paper", overrides={"paper": {"pgd": {"params": {"eps": 0.5}}}})
+    _evaluate(tmp_path / "weak", ckpt, protocol="paper", overrides={"paper": {"pgd": {"params": {"eps": 0.01}}}})
+    entry = json.loads(entry_file(tmp_path / "weak", "paper").read_text())
+    validate_entry(entry)
+    assert entry["attacks"]["pgd"]["hyperparameters"]["eps"] == 0.01 and entry["eps"] == "0.3"
+    assert entry["worst_case"]["attacks"] == ["clean"]  # the weak PGD is reported beside it
+    from lwta_plugin.leaderboard import render_markdown
+
+    md = render_markdown([entry])
+    assert "no attack at the threat model's eps" in md and "eps 0.01 below the threat model's 0.3" in md
+
+    def claims_more(spec, model):  # told eps 0.3, runs (and reports) eps 0.5
+        attack = fake_build_attack_for(spec, model)
+        if spec.bounded:
+            attack.hparams["eps"] = 0.5
+        return attack
+
+    with pytest.raises(EvaluationError, match=r"runs with eps 0\.5, outside the threat model"):
+        _evaluate(tmp_path / "more", ckpt, protocol="paper", attack_factory=claims_more)
+
+
+def test_entries_outside_the_threat_model_are_refused(tmp_path, ckpt):
+    _evaluate(tmp_path, ckpt, protocol="paper")
+    entry = json.loads(entry_file(tmp_path, "paper").read_text())
+    pgd = entry["attacks"]["pgd"]
+    for field, mutate in {
+        "attacks/pgd/hyperparameters/eps': 0.5 is outside": lambda r: r["hyperparameters"].update(eps=0.5),
+        "attacks/pgd/hyperparameters/eps': a bounded attack must record": lambda r: r["hyperparameters"].pop("eps"),
+        "attacks/pgd/perturbation/linf_max": lambda r: r["perturbation"].update(linf_max=0.31),
+        "perturbation/linf_max': 0.3 is outside the attack's eps 0": lambda r: r["hyperparameters"].update(eps=0.0),
+        # eps 0 with a perturbation to match, but still in the worst case
+        "worst_case/": lambda r: (r["hyperparameters"].update(eps=0.0), r["perturbation"].update(linf_max=0.0)),
+    }.items():
+        forged = copy.deepcopy(entry)
+        mutate(forged["attacks"]["pgd"])
+        with pytest.raises(ValueError, match=re.escape(field)):
+            validate_entry(forged)
+    assert pgd["hyperparameters"]["eps"] == 0.3
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # resume, shards, merge
 
@@ -387,6 +434,15 @@ def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt):
     assert entry["external"] == f"{100 * combined['mean']:.2f}"
     aa = worst_case({k: entry["attacks"][k] for k in ("clean", "apgd_rand")}, passes=2)
     assert entry["autoattack_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
+    # a combined worst case consistent in itself but not with the entries it combines is refused
+    forged = json.loads(entry_file(together, "adaptive").read_text())
+    n = combined["n_examples"]
+    forged["worst_case_all_protocols"].update(per_example_correct="2" * n, **summarize_counts([2] * n, 2))
+    finalize_entry(forged)
+    validate_entry(forged)
+    entry_file(together, "adaptive").write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"__adaptive\.json: field 'worst_case_all_protocols/"):
+        load_entries(together)
 
 
 def test_shipped_model_by_name(tmp_path, ckpt, reference, monkeypatch):

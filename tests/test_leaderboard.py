@@ -222,6 +222,63 @@ def test_schema_rejects_broken_entries(entry):
             pytest.fail(what)
 
 
+def _forge_worst_case(e: dict) -> None:
+    """A consistent-looking forgery: every image robust, summary to match."""
+    w = e["worst_case"]
+    w.update(per_example_correct="2" * w["n_examples"], mean=1.0, ci_high=1.0)
+
+
+FORGERIES = {
+    "attacks/pgd/mean": lambda e: e["attacks"]["pgd"].__setitem__("mean", 0.9),
+    "attacks/pgd/ci_low": lambda e: e["attacks"]["pgd"].__setitem__("ci_low", e["attacks"]["pgd"]["ci_low"] / 2),
+    "attacks/clean/ci_high": lambda e: e["attacks"]["clean"].__setitem__("ci_high", 1.0),
+    "worst_case/mean": lambda e: e["worst_case"].__setitem__("mean", 0.75),
+    "worst_case/": _forge_worst_case,
+    "worst_case/attacks": lambda e: e["worst_case"].__setitem__("attacks", ["clean"]),
+    "clean_acc": lambda e: e.__setitem__("clean_acc", "99.99"),
+    "reported": lambda e: e.__setitem__("reported", "99.00"),
+    "paper/rows": lambda e: e["paper"]["rows"][0]["values"].__setitem__("PGD", ".999"),
+    "indicators": lambda e: e["indicators"][0].__setitem__("fired", not e["indicators"][0]["fired"]),
+    "unreliable": lambda e: e.__setitem__("unreliable", not e["unreliable"]),
+    "footnote": lambda e: e.__setitem__("footnote", "Robust."),
+    "eps": lambda e: e.__setitem__("eps", "0.1"),
+    "attacks/cw/bounded": lambda e: e["attacks"]["cw"].__setitem__("bounded", True),
+    "attacks/pgd/passes": lambda e: e["attacks"]["pgd"].__setitem__("passes", 3),
+    "NaN or infinity": lambda e: e["attacks"]["pgd"].__setitem__("mean", float("nan")),
+    "autoattack_acc": lambda e: e.__setitem__("autoattack_acc", "50.00"),
+}
+
+
+@pytest.mark.parametrize("field", FORGERIES)
+def test_figures_that_disagree_with_the_counts_are_refused(entry, field):
+    """Every published figure is recomputed from the per-example counts; the error names the field."""
+    forged = copy.deepcopy(entry)
+    FORGERIES[field](forged)
+    with pytest.raises(ValueError, match=re.escape(field)):
+        validate_entry(forged)
+
+
+def test_forged_files_are_refused_naming_file_and_field(board, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "board"
+    shutil.copytree(board, copy_dir)
+    path = copy_dir / "mnist" / "Linf" / "lwta_ibp_softmax__paper.json"
+    good = path.read_text()
+    path.write_text(good.replace('"mean": ' + json.dumps(json.loads(good)["worst_case"]["mean"]), '"mean": NaN', 1))
+    with pytest.raises(ValueError, match=r"lwta_ibp_softmax__paper\.json: not valid JSON: NaN is not a number"):
+        entries_mod.load_entries(copy_dir)
+    forged = json.loads(good)
+    forged["worst_case"]["mean"] = 1.0
+    path.write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"lwta_ibp_softmax__paper\.json: field 'worst_case/mean': stored 1\.0"):
+        write_leaderboard(copy_dir)
+    path.write_text(good)
+    (copy_dir / "mnist" / "Linf" / "relu_softmax__paper.json").write_text(good)  # another model's name
+    with pytest.raises(ValueError, match=r"relu_softmax__paper\.json: the entry is of model 'lwta_ibp_softmax'"):
+        write_leaderboard(copy_dir)
+
+
 def test_rendered_markdown(board):
     entries = entries_mod.load_entries(board)
     md = render_markdown(entries)
@@ -294,13 +351,74 @@ def test_write_leaderboard_and_errors(board, tmp_path):
         write_leaderboard(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    md, _ = write_leaderboard(empty)
-    assert "No entries yet" in md.read_text()
+    with pytest.raises(ValueError, match="holds no leaderboard entries"):
+        write_leaderboard(empty)
+    assert list(empty.iterdir()) == []
+    assert "No entries yet" in render_markdown([])
     broken = tmp_path / "broken" / "mnist" / "Linf"
     broken.mkdir(parents=True)
     (broken / "relu_softmax__paper.json").write_text("{}")
     with pytest.raises(ValueError, match=r"relu_softmax__paper\.json: leaderboard entry invalid"):
         write_leaderboard(tmp_path / "broken")
+
+
+def test_leaderboard_does_not_overwrite_a_project_readme(tmp_path, capsys):
+    """`lwta leaderboard --dir .` in a project: a directory without entries is refused, its files untouched."""
+    from lwta_plugin.cli import main
+
+    project = tmp_path / "project"
+    (project / "docs").mkdir(parents=True)
+    (project / "README.md").write_text("# my project\n")
+    (project / "docs" / "notes__paper.json").write_text("{}")  # entry-like name, not an entry directory
+    assert main(["leaderboard", "--dir", str(project)]) == 2
+    assert "holds no leaderboard entries" in capsys.readouterr().err
+    assert (project / "README.md").read_text() == "# my project\n" and not (project / "index.html").exists()
+
+
+@pytest.mark.parametrize("name", ["README.md", "index.html"])
+def test_leaderboard_never_replaces_a_file_it_did_not_write(board, tmp_path, name):
+    import shutil
+
+    copy = tmp_path / "board"
+    shutil.copytree(board, copy)
+    for generated in leaderboard.GENERATED_FILES:
+        (copy / generated).unlink(missing_ok=True)
+    mine = "# notes\n\n<!-- lwta-plugin:generated by hand? no: this line is too far down -->\n" \
+        if name == "README.md" else "<html><body>mine</body></html>\n"
+    (copy / name).write_text("\n" * 20 + mine if name == "README.md" else mine)
+    with pytest.raises(leaderboard.NotGeneratedError, match=f"{name} exists and was not written by"):
+        write_leaderboard(copy)
+    assert (copy / name).read_text().endswith(mine)
+    assert not any((copy / g).exists() for g in leaderboard.GENERATED_FILES if g != name)
+
+
+def test_generated_files_are_recognised_and_replaced(board, tmp_path):
+    """Fresh renders carry the mark; renders made before it (the committed files until they are re-rendered)
+    are recognised by their title and "Generated by" comment."""
+    import shutil
+
+    copy = tmp_path / "board"
+    shutil.copytree(board, copy)
+    md, page = write_leaderboard(copy)
+    for path in (md, page):
+        head = path.read_text().splitlines()[:10]
+        assert any(line.startswith(f"<!-- {leaderboard.GENERATED_MARK} by ") for line in head), path
+        assert leaderboard.is_generated(path)
+    legacy_md = "# lwta-plugin leaderboard\n\n<!-- Generated by `lwta leaderboard --sort clean` from the JSON " \
+                "entries (lwta_plugin/leaderboard.py). Do not edit by hand. -->\n\nold table\n"
+    legacy_html = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>lwta-plugin "
+                   "leaderboard</title>\n<style>x</style></head><body>\n<!-- Generated by lwta leaderboard "
+                   "(lwta_plugin/leaderboard.py). Do not edit by hand. -->\n<h1>old</h1>\n")
+    md.write_text(legacy_md)
+    page.write_text(legacy_html)
+    assert leaderboard.is_generated(md) and leaderboard.is_generated(page)
+    write_leaderboard(copy)
+    assert md.read_text() != legacy_md and page.read_text() != legacy_html
+    for committed in (ROOT / "leaderboard" / "README.md", ROOT / "leaderboard" / "index.html"):
+        if committed.is_file():
+            assert leaderboard.is_generated(committed), committed
+    (copy / "README.md").write_text("# lwta-plugin leaderboard\n\nsomebody's notes\n")  # the title alone: no
+    assert not leaderboard.is_generated(copy / "README.md")
 
 
 def test_only_unbounded_attacks_above_the_threshold_count_as_failed():

@@ -5,6 +5,7 @@ Runs on a tiny MNIST-format data set written to a torchvision-style root, so it 
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -93,6 +94,35 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkey
     assert [h["val_acc"] for h in resumed["meta"]["history"]] == [h["val_acc"] for h in full["meta"]["history"]]
 
 
+def test_resume_only_with_the_same_settings(tmp_path, root, monkeypatch):
+    """A rerun with another learning rate, seed, epoch count or model does not continue the interrupted run
+    (it would record settings it did not train with); it says how to continue or start over."""
+    real_save = train_module.save_checkpoint
+
+    def crash_after_epoch_one(path, *args, **kwargs):
+        sha = real_save(path, *args, **kwargs)
+        if str(path).endswith(".last.pt"):
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+        return sha
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(root), tmp_path / "run.pt", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    last = tmp_path / "run.last.pt"
+    before = last.read_bytes()
+    for change, shown in (({"lr": 2e-3}, "lr 0.001 -> 0.002"), ({"seed": 4}, "seed 3 -> 4"),
+                          ({"epochs": 3}, "epochs 2 -> 3"), ({"model": "relu_softmax"}, "model 'lwta_ibp_softmax'")):
+        with pytest.raises(ValueError, match=re.escape(shown)) as info:
+            train(_cfg(root, **change), tmp_path / "run.pt", progress=False)
+        assert f"delete {last}" in str(info.value) and "rerun with its own settings" in str(info.value)
+        assert last.read_bytes() == before and not (tmp_path / "run.pt").exists()
+    # settings that do not change the weights may differ
+    train(_cfg(root, threads=1, keep_epochs=(2,), test_limit=30), tmp_path / "run.pt", progress=False)
+    meta = read_checkpoint(tmp_path / "run.pt")["meta"]
+    assert [h["epoch"] for h in meta["history"]] == [1, 2] and not last.exists()
+
+
 def test_fgsm_adversarial_training_mode(tmp_path, root):
     m = train(_cfg(root, epochs=1, fgsm_eps=0.3, model="relu_softmax_fgsm"), tmp_path / "adv.pt", progress=False)
     meta = read_checkpoint(tmp_path / "adv.pt")["meta"]
@@ -118,6 +148,44 @@ def test_bad_configs(tmp_path, root):
         train(_cfg(root, val_size=10_000), tmp_path / "x.pt", progress=False)
     with pytest.raises(ValueError, match="unknown model"):
         train(_cfg(root, model="lwta_ibp_resnet"), tmp_path / "x.pt", progress=False)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"ibp_lr": -1e-3}, "ibp_lr must be a finite number > 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": -5}, "batch_size must be an integer >= 1, got -5"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"noise_std": float("nan")}, "noise_std must be a finite number >= 0"),
+    ({"fgsm_eps": float("inf")}, "fgsm_eps must be a finite number >= 0"),
+    ({"final_lr_fraction": 2.0}, "final_lr_fraction must be a number in [0, 1]"),
+    ({"eval_samples": 0}, "eval_samples must be an integer >= 1"),
+    ({"keep_epochs": (3,)}, "keep_epochs must be epochs between 1 and 2"),
+])
+def test_bad_training_settings_stop_before_any_work(tmp_path, root, change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(_cfg(root, **change), tmp_path / "x.pt", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_training_settings_on_the_command_line(tmp_path, root, capsys):
+    from lwta_plugin.cli import main
+
+    out = tmp_path / "m.pt"
+    for option in (["--lr", "inf"], ["--batch-size", "0"], ["--batch-size", "-1"]):
+        assert main(["train", "--model", "relu_softmax", "--data-root", str(root), "--val-size", "100",
+                     "--out", str(out), "--no-progress", *option]) == 2, option
+        assert "training setting" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diverging_training_is_stopped_and_never_saved(tmp_path, root):
+    with pytest.raises(ValueError, match="training diverged in epoch 1") as info:
+        train(_cfg(root, lr=1e30, ibp_lr=1e30), tmp_path / "x.pt", progress=False)
+    assert "smaller --lr" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_continue_training_from_a_checkpoint(tmp_path, root):

@@ -11,7 +11,17 @@ from typing import Any
 import torch
 
 from ..attacks.indicators import from_results
-from ..entries import FORMAT, pct, validate_entry
+from ..entries import FORMAT, validate_entry
+from ..figures import (
+    COMBINE_FROM,
+    COMBINE_INTO,
+    autoattack_of,
+    combined_worst_case,
+    finalize_entry,
+    pct,
+    threat_eps,
+    worst_case_of,
+)
 from ..io import atomic_write_json, dumps_json
 from ..models import describe_architecture
 from ..paper import (
@@ -22,14 +32,10 @@ from ..paper import (
     PAPER_VENUE,
     paper_rows,
     paper_value,
-    row_reference,
 )
 from ..protocols import EPS_TEXT, AttackSpec, Protocol
-from ..statistics import decode_counts, median, round_stat, summarize_counts, worst_case
+from ..statistics import decode_counts, median, round_stat, summarize_counts
 from .loading import ModelInfo
-
-COMBINE_INTO = "adaptive"
-COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
 
 
 def jsonable(v: Any) -> Any:
@@ -94,8 +100,8 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
     passes = protocol.scoring.passes
     dataset = run_config["dataset"]
     # AutoAttack 'rand' = clean + APGD-CE/DLR with EOT; not for smoke runs (tiny budgets, not an estimate)
-    aa = worst_case({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes) \
-        if "apgd_rand" in results and not protocol.smoke else None
+    eps = threat_eps(dataset)
+    aa = autoattack_of(results, passes, protocol.smoke, eps)
     rows = paper_rows(info.name, dataset, bool(info.training.get("fgsm_eps")))
     entry: dict[str, Any] = {
         "format": FORMAT,
@@ -107,7 +113,7 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
         # ours
         "model": info.name, "threat_model": run_config["threat_model"], "seed": run_config["seed"],
         "data": run_config["data"], "protocol": {k: v for k, v in protocol.to_dict().items() if k != "attacks"},
-        "attacks": results, "worst_case": worst_case(results, passes),
+        "attacks": results, "worst_case": worst_case_of(results, passes, eps),
         "paper": {"rows": rows, "notes": list(PAPER_NOTES)},
         "checkpoint": {"sha256": info.sha256, "source": info.source, "file": info.file,
                        "config": info.config, "training": info.training},
@@ -140,63 +146,20 @@ def compute_indicators(results: dict[str, dict], protocol: Protocol) -> list[dic
     return from_results(results, passes=protocol.scoring.passes)
 
 
-def finalize_entry(entry: dict) -> None:
-    """Derive ``unreliable``, ``external`` and ``footnote`` from the rest of the entry (also after combining)."""
-    p = entry["protocol"]
-    fired = [i for i in entry["indicators"] if i["fired"]]
-    entry["unreliable"] = bool(fired)
-    combined = entry.get("worst_case_all_protocols")
-    worst = combined or entry["worst_case"]
-    if p["adaptive"]:
-        entry["external"] = pct(worst["mean"])
-    else:
-        entry.pop("external", None)
-    parts = []
-    if p["smoke"]:
-        parts.append("SMOKE TEST (tiny attack budgets): not a robustness estimate.")
-    parts.append(f"Random model: each prediction averages {entry['protocol']['scoring']['samples']} stochastic passes; "
-                 f"accuracies are means over {p['scoring']['passes']} predictions per image with 95% CIs. "
-                 f"Protocol '{p['name']}'.")
-    which = ", ".join(worst["attacks"])
-    if p["adaptive"]:
-        parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")
-    if "autoattack_acc" in entry:
-        aa = entry["attacks"]["apgd_rand"]
-        parts.append(f"autoattack_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT {aa['eot_samples']}, "
-                     f"{aa['n_examples']} images), scored by averaged predictions, not RobustBench's standard "
-                     "AutoAttack.")
-    if "reported" in entry:
-        r = entry["paper"]["rows"][0]
-        parts.append(f"reported = the paper's PGD accuracy ({row_reference(r)}), measured without EOT.")
-    if fired:
-        parts.append("Attack-failure indicators fired: " + "; ".join(f"{i['name']} ({i['detail']})" for i in fired)
-                     + ".")
-    entry["footnote"] = " ".join(parts)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # combining protocols
 
 
 def combine_protocols(entry: dict, siblings: Iterable[dict]) -> bool:
     """Set ``worst_case_all_protocols`` of an ``adaptive`` entry from sibling entries of the same model and data
-    (``paper``, ``paper-concrete``, ``autoattack-rand``) with the same number of passes; returns whether the entry changed."""
+    (``paper``, ``paper-concrete``, ``autoattack-rand``) with the same number of passes
+    (:func:`lwta_plugin.figures.combined_worst_case`); returns whether the entry changed."""
     if entry["protocol"]["name"] != COMBINE_INTO:
         return False
     before = dumps_json(entry)
-    passes = entry["protocol"]["scoring"]["passes"]
-    parts = {COMBINE_INTO: entry}
-    for s in siblings:
-        same = (s["model"], s["dataset"], s["threat_model"], s["data"]["sha256"], s["checkpoint"]["sha256"],
-                s["protocol"]["scoring"]["passes"]) == (entry["model"], entry["dataset"], entry["threat_model"],
-                                                        entry["data"]["sha256"], entry["checkpoint"]["sha256"], passes)
-        if s["protocol"]["name"] in COMBINE_FROM and same:
-            parts[s["protocol"]["name"]] = s
     entry.pop("worst_case_all_protocols", None)
-    if len(parts) > 1:
-        results = {f"{name}/{k}": r for name in sorted(parts) for k, r in parts[name]["attacks"].items()}
-        combined = worst_case(results, passes)
-        combined["sources"] = {name: parts[name]["config_sha256"] for name in sorted(parts)}
+    combined = combined_worst_case(entry, siblings)
+    if combined is not None:
         entry["worst_case_all_protocols"] = combined
     finalize_entry(entry)
     return dumps_json(entry) != before

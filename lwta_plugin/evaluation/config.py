@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..protocols import EPS, PROTOCOLS, Protocol, get_protocol, resolve
+from ..protocols import EPS, PROTOCOLS, Protocol, check_threat_model, get_protocol, resolve
 from ..zoo import available_models
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
@@ -107,6 +107,8 @@ class EvaluationConfig:
         (:func:`lwta_plugin.protocols.resolve`)."""
         resolved = [resolve(get_protocol(p, self.dataset), self.n_examples, None, self.batch_size,
                             self.overrides.get(p), self.passes) for p in self.protocols]
+        for protocol in resolved:
+            check_threat_model(protocol, EPS[self.dataset])
         if not self.attacks:
             return resolved
         known = {a.key for p in resolved for a in p.attacks}

@@ -17,6 +17,7 @@ import torch
 
 from ..attacks import build_attack
 from ..entries import entry_path, validate_entry
+from ..figures import LINF_TOLERANCE, at_threat_eps, effective_eps, threat_eps
 from ..io import atomic_write_json, directory_lock, dumps_json
 from ..models import LWTANet
 from ..protocols import AttackSpec, Protocol
@@ -42,7 +43,6 @@ from .errors import EvaluationError, IncompleteRunError
 from .loading import EvaluationData, ModelInfo, tensor_sha256, versions
 
 STATE_FORMAT = "lwta-plugin/eval-state-1"
-LINF_TOLERANCE = 1e-5  # float slack when checking that a bounded attack stayed inside the eps-ball
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttackFactory = Callable[[AttackSpec, LWTANet], AttackFn]
@@ -73,6 +73,7 @@ class ProtocolRun:
         self.state_dir = self.path.parent / f".{self.path.stem}.partial"
         self.timing_path = self.path.with_suffix(".timing.json")
         self.command = config.command(info.name, protocol.name)
+        self.threat_eps = threat_eps(config.dataset)
         n_data = max((a.start + a.n_examples for a in protocol.attacks if a.kind != "random_score"), default=0)
         if n_data > len(data.x):
             raise ValueError(f"protocol needs {n_data} test images, only {len(data.x)} given")
@@ -173,14 +174,27 @@ class ProtocolRun:
                 target = yb
             seed_everything(stable_seed(*ident, "attack"))
             attack = self.attack_factory(spec, self.model)
-            xa = self._attack(spec, attack, xb, target)
+            limit = self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
+            xa = self._attack(spec, attack, xb, target, limit)
         record["hyperparameters"] = jsonable(getattr(attack, "hparams", spec.params))
         d = (xa - xb).flatten(1)
         record["linf"] = [round_stat(v) for v in d.abs().amax(1).tolist()]
         record["l2"] = [round_stat(v) for v in d.norm(dim=1).tolist()]
         return xa
 
-    def _attack(self, spec: AttackSpec, attack: AttackFn, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _linf_limit(self, spec: AttackSpec, hparams: dict[str, Any]) -> float | None:
+        """How far a bounded attack may move an image: the eps it runs with (it reports it in ``hparams``), never
+        beyond the threat model's; None for unbounded attacks."""
+        if not spec.bounded:
+            return None
+        own = effective_eps({"hyperparameters": hparams})
+        if own is not None and own > self.threat_eps and not at_threat_eps(own, self.threat_eps):
+            raise EvaluationError(f"bounded attack {spec.key!r} runs with eps {own:g}, outside the threat model "
+                                  f"(L-inf eps {self.threat_eps:g}); its results would be invalid")
+        return self.threat_eps if own is None else own
+
+    def _attack(self, spec: AttackSpec, attack: AttackFn, xb: torch.Tensor, yb: torch.Tensor,
+                limit: float | None) -> torch.Tensor:
         with self.model.using(samples=spec.attack_samples, output="logits"):
             xa = attack(xb.clone(), yb.clone())
         if not isinstance(xa, torch.Tensor) or xa.shape != xb.shape:
@@ -190,12 +204,11 @@ class ProtocolRun:
         if not torch.isfinite(xa).all() or xa.min() < -LINF_TOLERANCE or xa.max() > 1 + LINF_TOLERANCE:
             raise EvaluationError(f"attack {spec.key!r} returned images outside [0, 1] or non-finite values")
         xa = xa.clamp(0, 1)
-        eps = spec.params.get("eps")
-        if spec.bounded and eps is not None:
+        if limit is not None:
             worst = (xa - xb).abs().amax().item()
-            if worst > eps + LINF_TOLERANCE:
+            if worst > limit + LINF_TOLERANCE:
                 raise EvaluationError(f"bounded attack {spec.key!r} left the L-inf ball: perturbation {worst:.6g} > "
-                                      f"eps {eps}; its results would be invalid")
+                                      f"eps {limit:g}; its results would be invalid")
         return xa
 
     def execute(self, shard: tuple[int, int] | None = None, on_batch: BatchHook | None = None,

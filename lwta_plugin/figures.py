@@ -1,0 +1,250 @@
+"""The published figures of a leaderboard entry, derived from its per-example counts, and the check that an entry's
+stored figures are exactly those.
+
+Every number the leaderboard shows (means and intervals, the worst case, ``clean_acc``, ``autoattack_acc``,
+``external``, ``reported``, the attack-failure indicators and ``unreliable``) is a function of the entry's
+per-example counts and of the rules below; the evaluation writes entries with these functions and
+:func:`check_figures` recomputes them, so a hand-edited or corrupted number is refused with the field it is in.
+The worst case combined across protocols needs the sibling entries: :func:`check_combined`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .attacks.indicators import from_results
+from .paper import paper_rows, paper_value, row_reference
+from .protocols import EPS, EPS_TEXT, get_protocol
+from .statistics import decode_counts, summarize_counts, worst_case
+
+COMBINE_INTO = "adaptive"
+COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
+LINF_TOLERANCE = 1e-5  # float slack of an attack's perturbation against its eps
+TOLERANCE = 1e-9  # stored statistics are rounded to 12 significant digits (statistics.round_stat)
+_SUMMARY = ("mean", "ci_low", "ci_high")
+
+
+def pct(fraction: float) -> str:
+    """RobustBench's percentage string: 0.93456 -> "93.46"."""
+    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 <= fraction <= 1):
+        raise ValueError(f"expected a fraction in [0, 1], got {fraction!r}")
+    return f"{100 * fraction:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# deriving
+
+
+def threat_eps(dataset: str) -> float:
+    """The L-inf radius of the data set's threat model (MNIST 0.3)."""
+    return EPS[dataset]
+
+
+def effective_eps(result: Mapping[str, Any]) -> float | None:
+    """The eps an attack ran with, as it reported it (``hyperparameters.eps``), or None."""
+    eps = (result.get("hyperparameters") or {}).get("eps")
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+
+def at_threat_eps(eps: float | None, threat: float) -> bool:
+    """Whether ``eps`` is the threat model's radius (up to float noise)."""
+    return eps is not None and math.isclose(eps, threat, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def in_worst_case(result: Mapping[str, Any], eps: float) -> bool:
+    """Whether a result enters the worst case: the clean images and every bounded adversarial attack that ran at
+    the threat model's ``eps`` (one with a smaller eps is a weaker attack, not a robustness estimate at ``eps``)."""
+    if result["kind"] == "clean":
+        return True
+    return result["kind"] == "adversarial" and bool(result["bounded"]) and at_threat_eps(effective_eps(result), eps)
+
+
+def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float) -> dict:
+    """Per-image worst case over the results that enter it (:func:`in_worst_case`)."""
+    return worst_case({k: r for k, r in results.items() if in_worst_case(r, eps)}, passes)
+
+
+def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float) -> dict | None:
+    """The worst case of clean and AutoAttack 'rand' (``apgd_rand``), when it ran at the threat model's eps outside
+    a smoke test."""
+    if smoke or "apgd_rand" not in results or not in_worst_case(results["apgd_rand"], eps):
+        return None
+    return worst_case_of({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes, eps)
+
+
+def check_attack_eps(key: str, result: Mapping[str, Any], eps: float) -> None:
+    """Raise ValueError unless a bounded attack recorded an eps within the threat model's ``eps`` and stayed in
+    its ball."""
+    if result["kind"] != "adversarial" or not result["bounded"]:
+        return
+    field = f"attacks/{key}/hyperparameters/eps"
+    own = effective_eps(result)
+    if own is None:
+        raise ValueError(f"field {field!r}: a bounded attack must record the eps it ran with")
+    if own > eps and not at_threat_eps(own, eps):
+        raise ValueError(f"field {field!r}: {own:g} is outside the threat model (L-inf eps {eps:g})")
+    linf = result["perturbation"]["linf_max"]
+    if linf > own + LINF_TOLERANCE:
+        raise ValueError(f"field 'attacks/{key}/perturbation/linf_max': {linf:g} is outside the attack's eps "
+                         f"{own:g}")
+
+
+def combined_worst_case(entry: dict, siblings: Iterable[dict]) -> dict | None:
+    """The worst case of an ``adaptive`` entry combined with its siblings of :data:`COMBINE_FROM` (same model,
+    data, checkpoint and passes), with the ``config_sha256`` of each part; None without such a sibling."""
+    passes = entry["protocol"]["scoring"]["passes"]
+    ident = ("model", "dataset", "threat_model")
+
+    def same(s: dict) -> bool:
+        return (all(s[k] == entry[k] for k in ident) and s["data"]["sha256"] == entry["data"]["sha256"]
+                and s["checkpoint"]["sha256"] == entry["checkpoint"]["sha256"]
+                and s["protocol"]["scoring"]["passes"] == passes)
+
+    parts = {COMBINE_INTO: entry}
+    parts.update({s["protocol"]["name"]: s for s in siblings if s["protocol"]["name"] in COMBINE_FROM and same(s)})
+    if len(parts) == 1:
+        return None
+    results = {f"{name}/{k}": parts[name]["attacks"][k] for name in sorted(parts) for k in sorted(parts[name]["attacks"])}
+    combined = worst_case_of(results, passes, threat_eps(entry["dataset"]))
+    combined["sources"] = {name: parts[name]["config_sha256"] for name in sorted(parts)}
+    return combined
+
+
+def finalize_entry(entry: dict) -> None:
+    """Derive ``unreliable``, ``external`` and ``footnote`` from the rest of the entry (also after combining)."""
+    p = entry["protocol"]
+    fired = [i for i in entry["indicators"] if i["fired"]]
+    entry["unreliable"] = bool(fired)
+    combined = entry.get("worst_case_all_protocols")
+    worst = combined or entry["worst_case"]
+    if p["adaptive"]:
+        entry["external"] = pct(worst["mean"])
+    else:
+        entry.pop("external", None)
+    parts = []
+    if p["smoke"]:
+        parts.append("SMOKE TEST (tiny attack budgets): not a robustness estimate.")
+    parts.append(f"Random model: each prediction averages {entry['protocol']['scoring']['samples']} stochastic passes; "
+                 f"accuracies are means over {p['scoring']['passes']} predictions per image with 95% CIs. "
+                 f"Protocol '{p['name']}'.")
+    which = ", ".join(worst["attacks"])
+    if p["adaptive"]:
+        parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")
+    if "autoattack_acc" in entry:
+        aa = entry["attacks"]["apgd_rand"]
+        parts.append(f"autoattack_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT {aa['eot_samples']}, "
+                     f"{aa['n_examples']} images), scored by averaged predictions, not RobustBench's standard "
+                     "AutoAttack.")
+    if "reported" in entry:
+        r = entry["paper"]["rows"][0]
+        parts.append(f"reported = the paper's PGD accuracy ({row_reference(r)}), measured without EOT.")
+    if fired:
+        parts.append("Attack-failure indicators fired: " + "; ".join(f"{i['name']} ({i['detail']})" for i in fired)
+                     + ".")
+    entry["footnote"] = " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checking
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "<root>"
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{where}/{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _differ(stored: Any, derived: Any) -> bool:
+    if isinstance(stored, (int, float)) and isinstance(derived, (int, float)) \
+            and not isinstance(stored, bool) and not isinstance(derived, bool):
+        return not abs(stored - derived) <= TOLERANCE
+    return json.dumps(stored, sort_keys=True) != json.dumps(derived, sort_keys=True)
+
+
+def _compare(field: str, stored: Any, derived: Any, source: str = "its per-example counts") -> None:
+    if _differ(stored, derived):
+        raise ValueError(f"field {field!r}: stored {stored!r}, but {source} give {derived!r}")
+
+
+def _compare_summary(field: str, stored: Mapping[str, Any], derived: Mapping[str, Any]) -> None:
+    for key in sorted(set(stored) | set(derived)):
+        _compare(f"{field}/{key}", stored.get(key), derived.get(key))
+
+
+def _ordered_results(entry: dict) -> dict[str, dict]:
+    """The entry's results in its protocol's attack order (the order the evaluation computed them in), each
+    checked against the protocol's attack: kind, attack and bounded cannot change."""
+    protocol = get_protocol(entry["protocol"]["name"], entry["dataset"])
+    specs = {a.key: a for a in protocol.attacks}
+    unknown = sorted(set(entry["attacks"]) - set(specs))
+    if unknown:
+        raise ValueError(f"field 'attacks/{unknown[0]}': protocol {protocol.name!r} has no such attack")
+    passes = entry["protocol"]["scoring"]["passes"]
+    for key, r in entry["attacks"].items():
+        spec = specs[key]
+        _compare(f"attacks/{key}/kind", r["kind"], spec.kind, f"protocol {protocol.name!r}")
+        _compare(f"attacks/{key}/attack", r["attack"], spec.attack or spec.kind, f"protocol {protocol.name!r}")
+        _compare(f"attacks/{key}/bounded", r["bounded"], spec.bounded, f"protocol {protocol.name!r}")
+        _compare(f"attacks/{key}/passes", r["passes"], passes, "the protocol's scoring")
+    return {a.key: entry["attacks"][a.key] for a in protocol.attacks if a.key in entry["attacks"]}
+
+
+def check_figures(entry: dict) -> None:
+    """Raise ValueError, naming the field, unless every published figure of ``entry`` is what its per-example
+    counts give (the entry must already follow the schema)."""
+    bad = _non_finite(entry)
+    if bad is not None:
+        raise ValueError(f"field {bad!r}: NaN or infinity is not a number")
+    _compare("eps", entry["eps"], EPS_TEXT[entry["dataset"]], f"the threat model of {entry['dataset']}")
+    results = _ordered_results(entry)
+    passes, eps = entry["protocol"]["scoring"]["passes"], threat_eps(entry["dataset"])
+    for key, r in results.items():
+        counts = decode_counts(r["per_example_correct"])
+        _compare_summary(f"attacks/{key}", {k: r[k] for k in _SUMMARY}, summarize_counts(counts, passes))
+        check_attack_eps(key, r, eps)
+    _compare("clean_acc", entry["clean_acc"], pct(results["clean"]["mean"]), "the clean result")
+    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps))
+    aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps)
+    _compare("autoattack_acc", entry.get("autoattack_acc"), None if aa is None else pct(aa["mean"]))
+    _compare("indicators", entry["indicators"], json.loads(json.dumps(from_results(results, passes=passes))))
+    combined = entry.get("worst_case_all_protocols")
+    if combined is not None:
+        derived = summarize_counts(decode_counts(combined["per_example_correct"]), passes)
+        _compare_summary("worst_case_all_protocols", {k: combined[k] for k in _SUMMARY}, derived)
+        _compare("worst_case_all_protocols/n_examples", combined["n_examples"], len(combined["per_example_correct"]))
+    fgsm = bool(entry["checkpoint"]["training"].get("fgsm_eps"))
+    rows = paper_rows(entry["model"], entry["dataset"], fgsm)
+    _compare("paper/rows", entry["paper"]["rows"], rows, "the paper's tables (lwta_plugin.paper)")
+    _compare("reported", entry.get("reported"), pct(paper_value(rows[0]["values"]["PGD"])) if rows else None,
+             "the paper's tables")
+    derived_entry = copy.deepcopy(entry)
+    finalize_entry(derived_entry)
+    for key in ("unreliable", "external", "footnote"):
+        _compare(key, entry.get(key), derived_entry.get(key), "the entry's indicators and worst case")
+
+
+def check_combined(entry: dict, siblings: Iterable[dict]) -> None:
+    """Raise ValueError unless ``worst_case_all_protocols`` of ``entry`` is what the sibling entries give."""
+    derived = combined_worst_case(entry, siblings) if entry["protocol"]["name"] == COMBINE_INTO else None
+    stored = entry.get("worst_case_all_protocols")
+    if stored is None and derived is None:
+        return
+    if stored is None or derived is None:
+        _compare("worst_case_all_protocols", stored, derived, "the entries beside it")
+        return
+    stored = dict(stored, attacks=sorted(stored["attacks"]))
+    _compare_summary("worst_case_all_protocols", stored, derived)
