@@ -288,9 +288,10 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
 
 
 _SORT_JS = """
-document.querySelectorAll('table.lb th').forEach(function (th, col) {
+document.querySelectorAll('table.lb th').forEach(function (th) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
+    // the column within the clicked th's own table (forEach's index counts the th of every table)
+    var col = th.cellIndex, table = th.closest('table'), body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     var asc = th.getAttribute('data-dir') !== 'asc';
     table.querySelectorAll('th').forEach(function (h) { h.removeAttribute('data-dir'); });
