@@ -392,7 +392,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Validate every entry under --dir against the schema and render "
                                           "README.md (Markdown tables) and index.html (static, click to sort).")
     p.add_argument("--out-dir", "--dir", dest="dir", default="leaderboard",
-                   help="leaderboard directory, as lwta evaluate --out-dir (default: leaderboard)")
+                   help="directory of the entries, as given to lwta evaluate --out-dir (default: leaderboard, the "
+                        "committed one; lwta evaluate writes to runs unless told otherwise)")
     p.add_argument("--sort", default="robust",
                    help="row order: robust (worst-case robust accuracy, descending; default), clean, model, or an "
                         "attack key such as pgd or eot_pgd (descending)")
