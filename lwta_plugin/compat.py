@@ -4,9 +4,12 @@ registration of MNIST and the plugin's models in its zoo.
 Fixes and guards
 ----------------
 * robustbench does ``from autoattack import AutoAttack`` and ``from autoattack.state import EvaluationState``, but
-  its PyPI dependency ``pyautoattack`` installs the module ``pyautoattack``.
-  :func:`ensure_robustbench_importable` aliases ``autoattack`` (and its loaded submodules) to ``pyautoattack`` in
-  ``sys.modules`` when no real ``autoattack`` package is installed (a real one, e.g. fra31's, always wins).
+  its PyPI dependency ``pyautoattack`` installs the module ``pyautoattack``. This package ships a top-level module
+  ``autoattack`` (``autoattack.py`` beside ``lwta_plugin/``) that aliases ``autoattack`` (and its submodules) to
+  ``pyautoattack`` in ``sys.modules`` when no real ``autoattack`` package is installed (a real one, e.g. fra31's,
+  always wins), so robustbench imports whether or not ``lwta_plugin`` was imported first.
+  :func:`ensure_robustbench_importable` imports it (or loads it from beside the package when it is not
+  importable, e.g. from an editable install made before it existed).
 * robustbench imports ``pkg_resources`` (setuptools < 81); a missing one is reported with the fix.
 * ``robustbench.eval.benchmark`` was written for fra31's AutoAttack: it passes ``log_path=`` to the constructor,
   ``bs=`` to ``run_standard_evaluation`` and expects a tensor back. pyautoattack 0.2.0 has no ``log_path``, takes
@@ -22,8 +25,8 @@ Fixes and guards
   adaptive``. The adapter likewise refuses ``AutoAttack(random_model, version='standard' | 'plus')`` (no EOT).
   Deterministic models and deterministic surrogates (``with model.sampling("argmax"): benchmark(model, ...)``)
   run unchanged.
-* ``import autoattack.<sub>`` after the alias returns ``pyautoattack.<sub>`` itself (a meta path finder), never a
-  second copy of the module with its own classes.
+* ``import autoattack.<sub>`` after the alias returns ``pyautoattack.<sub>`` itself (a meta path finder installed
+  by ``autoattack.py``), never a second copy of the module with its own classes.
 * A post-import hook (:func:`install_robustbench_hook`, called by ``import lwta_plugin``) applies all of the
   above and registers the plugin's models when robustbench is first imported, so ``import lwta_plugin`` does not
   import robustbench (or torch) itself and works without robustbench installed.
@@ -73,6 +76,7 @@ import importlib.util
 import sys
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 _HOOK_MARK = "_lwta_plugin_hook"
@@ -90,54 +94,36 @@ def _have(module: str) -> bool:
         return False
 
 
-def alias_autoattack() -> bool:
-    """Make ``import autoattack`` resolve to ``pyautoattack`` if no real ``autoattack`` is installed.
+ALIAS_MODULE = Path(__file__).resolve().parent.parent / "autoattack.py"  # shipped beside the package
 
-    Returns True if the alias is in place (now or before), False if a real ``autoattack`` module exists.
+
+def alias_autoattack() -> bool:
+    """Import ``autoattack``: the real one if installed, else this package's alias of ``pyautoattack``
+    (``autoattack.py``, loaded from beside the package when it is not importable); ImportError naming the fix.
+
+    Returns True if ``autoattack`` is the alias (now or before), False if a real ``autoattack`` module exists.
     """
     current = sys.modules.get("autoattack")
-    if current is not None:
-        return getattr(current, "__name__", "") == "pyautoattack"
-    if _have("autoattack"):
-        return False
-    if not _have("pyautoattack"):
-        raise ImportError("robustbench imports the module `autoattack`, which is not installed: "
-                          "pip install 'pyautoattack>=0.2,<0.3' (or fra31's auto-attack from its repository)")
-    import pyautoattack
-
-    sys.modules["autoattack"] = pyautoattack
-    prefix = "pyautoattack."
-    for name, module in list(sys.modules.items()):
-        if name.startswith(prefix):
-            sys.modules.setdefault("autoattack." + name[len(prefix):], module)
-    if not any(isinstance(f, _AutoAttackAliasFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AutoAttackAliasFinder())  # submodules imported later: the same module objects
-    return True
+    if current is None:
+        current = importlib.import_module("autoattack") if _have("autoattack") else _load_alias_module()
+    return getattr(current, "__name__", "") == "pyautoattack"
 
 
-class _AliasLoader(importlib.abc.Loader):
-    """Makes ``import autoattack.x`` return the module ``pyautoattack.x`` itself (never a second copy)."""
-
-    def __init__(self, target: str):
-        self.target = target
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module) -> None:
-        # the import system returns sys.modules[name] after exec_module, i.e. the real module
-        sys.modules[module.__name__] = importlib.import_module(self.target)
-
-
-class _AutoAttackAliasFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith("autoattack.") or getattr(sys.modules.get("autoattack"), "__name__", "") \
-                != "pyautoattack":
-            return None
-        real = "pyautoattack." + fullname[len("autoattack."):]
-        if not _have(real):
-            return None
-        return importlib.util.spec_from_loader(fullname, _AliasLoader(real))
+def _load_alias_module() -> Any:
+    if not ALIAS_MODULE.is_file():
+        hint = ("pip install 'pyautoattack>=0.2,<0.3' (or fra31's auto-attack from its repository)"
+                if not _have("pyautoattack") else f"reinstall lwta-plugin ({ALIAS_MODULE} is missing)")
+        raise ImportError(f"robustbench imports the module `autoattack`, which is not importable: {hint}")
+    spec = importlib.util.spec_from_file_location("autoattack", ALIAS_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["autoattack"] = module
+    try:
+        spec.loader.exec_module(module)  # replaces sys.modules["autoattack"] (by pyautoattack or a real one)
+    except BaseException:
+        if sys.modules.get("autoattack") is module:
+            del sys.modules["autoattack"]
+        raise
+    return sys.modules["autoattack"]
 
 
 def ensure_robustbench_importable() -> None:

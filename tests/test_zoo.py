@@ -316,6 +316,26 @@ def test_card_command_records_the_non_default_settings():
         == f"{base} 1 --samples 2 --limit 200 --seed 4"
 
 
+# Prepended to a fresh interpreter's code: the modules named in BLOCKED (and their submodules) are not installed.
+_BLOCKER = """import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name in BLOCKED or any(name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def _fresh_python(code: str, cwd: Path, blocked: tuple[str, ...] = (), pythonpath: str = str(ROOT),
+                  timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (RuntimeWarnings are errors) with ``blocked`` modules uninstalled."""
+    prefix = f"BLOCKED = {set(blocked)!r}\n" + _BLOCKER if blocked else ""
+    return subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", prefix + code], check=False,
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"})
+
+
 def test_import_is_light_and_works_without_robustbench(store):
     code = ("import sys; import lwta_plugin; assert 'torch' not in sys.modules and 'robustbench' not in sys.modules;"
             "sys.modules['robustbench'] = None;"  # as if robustbench were not installed
@@ -529,14 +549,62 @@ def test_autoattack_alias_and_pkg_resources(rb, monkeypatch):
         compat.ensure_robustbench_importable()
 
 
-def test_real_autoattack_is_not_shadowed(tmp_path):
-    (tmp_path / "autoattack").mkdir()
-    (tmp_path / "autoattack" / "__init__.py").write_text("REAL = True\n")
+@pytest.mark.parametrize("real_first", [True, False])
+def test_real_autoattack_is_not_shadowed(tmp_path, real_first):
+    """A real autoattack wins over the plugin's alias module, before or after it on sys.path."""
+    real = tmp_path / "real"
+    (real / "autoattack").mkdir(parents=True)
+    (real / "autoattack" / "__init__.py").write_text("REAL = True\n")
     code = "import lwta_plugin.compat as c; print(c.alias_autoattack()); import autoattack; print(autoattack.REAL)"
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    path = [str(real), str(ROOT)] if real_first else [str(ROOT), str(real)]
+    out = _fresh_python(code, tmp_path, pythonpath=os.pathsep.join(path), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_robustbench_imports_before_the_plugin(store, tmp_path):
+    """`from robustbench.utils import load_model` before `import lwta_plugin` (robustbench imports `autoattack`; the
+    plugin ships it as an alias of pyautoattack), then the plugin registers itself, and the reference taken before
+    loads the plugin's model."""
+    if importlib.util.find_spec("robustbench") is None or importlib.util.find_spec("pyautoattack") is None:
+        pytest.skip("robustbench or pyautoattack not installed")
+    code = ("from robustbench.utils import load_model\n"
+            "import sys; import autoattack.state; import pyautoattack.state\n"
+            "print(sys.modules['autoattack'].__name__, autoattack.state is pyautoattack.state)\n"
+            "import lwta_plugin, robustbench, robustbench.utils\n"
+            "print(robustbench._lwta_plugin_registered, robustbench.utils.load_model._lwta_plugin_patched)\n"
+            f"m = load_model({NAME!r}, model_dir={str(tmp_path / 'm')!r}, dataset='mnist', threat_model='Linf')\n"
+            "print(type(m).__name__, m.training)\n")
+    out = _fresh_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["pyautoattack", "True", "True", "True", "LWTANet", "False"]
+
+
+def test_autoattack_alias_when_the_alias_module_is_not_importable(tmp_path):
+    """An install made before autoattack.py existed (it is not importable): the plugin loads it from beside the
+    package, so `import lwta_plugin; import robustbench` still works."""
+    if importlib.util.find_spec("robustbench") is None or importlib.util.find_spec("pyautoattack") is None:
+        pytest.skip("robustbench or pyautoattack not installed")
+    assert compat.ALIAS_MODULE.is_file()
+    code = ("import lwta_plugin, robustbench, pyautoattack.state\n"
+            "print(sys.modules['autoattack'] is pyautoattack, sys.modules['autoattack.state'] is pyautoattack.state, "
+            "robustbench._lwta_plugin_registered)\n")
+    out = _fresh_python(code, tmp_path, blocked=("autoattack",))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_missing_autoattack_says_what_to_install(tmp_path):
+    """No pyautoattack and no real autoattack (only the alias module): importing robustbench, in either order,
+    names the package to install."""
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench not installed")
+    for first in ("", "import lwta_plugin\n"):
+        code = first + ("try:\n    from robustbench.utils import load_model\n"
+                        "except ImportError as e:\n    print(type(e).__name__, '|', e)\n")
+        out = _fresh_python(code, tmp_path, blocked=("pyautoattack",))
+        assert out.returncode == 0, out.stderr
+        assert "pip install 'pyautoattack>=0.2,<0.3'" in out.stdout and "Error |" in out.stdout, out.stdout
 
 
 class Color(enum.Enum):
