@@ -355,7 +355,10 @@ def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_model
 
 
 def register_robustbench() -> bool:
-    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if not installed."""
+    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if robustbench is not
+    installed; ImportError naming the fix if it is but cannot be imported (e.g. no autoattack)."""
+    if not _have("robustbench"):  # before the shims: their errors are about robustbench's dependencies
+        return False
     try:
         ensure_robustbench_importable()
         import robustbench
