@@ -48,12 +48,17 @@ RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`
    ``_member_names_`` and ``_value2member_map_`` tables), then checked (``BenchmarkDataset('mnist') is
    BenchmarkDataset.mnist``, iteration, membership). Existing members are untouched. If the check fails (a
    future Python), MNIST is not added to the enum and a warning says so; step 3 still serves ``dataset='mnist'``.
-2. **Entries.** ``model_dicts[mnist][Linf|L2]`` are created and the plugin's names appended to cifar10's Linf and
-   L2 dicts. RobustBench's names are never replaced (a collision raises).
+2. **Entries.** ``model_dicts[mnist][Linf]`` is created and the plugin's names appended to cifar10's Linf dict.
+   Linf only: the models are evaluated against L-inf attacks, so ``threat_model='L2'`` must not return them as L2
+   models (:mod:`lwta_plugin.zoo`). RobustBench's names are never replaced (a collision raises). The mnist dicts
+   answer a missing threat model or name with the reason and the closest names (a KeyError, as RobustBench's).
 3. **Interception.** ``robustbench.utils.load_model`` (and its re-exports ``robustbench.load_model``,
-   ``robustbench.eval.load_model``) is wrapped: a plugin name on a plugin data set goes to
-   :func:`lwta_plugin.zoo.load_model` (store lookup, sha256, ``weights_only``, validation, ``S``); everything
-   else to RobustBench's original, unchanged. A reference to the original taken *before* the plugin was imported still works: each entry's
+   ``robustbench.eval.load_model``) is wrapped: a plugin name, or any name on a data set where RobustBench has no
+   models of its own (mnist, fashion_mnist), goes to :func:`lwta_plugin.zoo.load_model` (store lookup, sha256,
+   ``weights_only``, validation, ``S``; unknown names with "did you mean", ``L2`` refused); everything else to
+   RobustBench's original, unchanged except that an unknown name raises :class:`lwta_plugin.zoo.UnknownModelError`
+   (a KeyError) with the closest names instead of a bare ``KeyError``. A reference to the original taken *before*
+   the plugin was imported still works: each entry's
    ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
    ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
    store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
@@ -292,6 +297,57 @@ def is_plugin_model(model_name: Any, dataset: Any) -> bool:
     return isinstance(model_name, str) and model_name in list_models() and dataset in DATASETS
 
 
+def is_plugin_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is one of the plugin's where RobustBench has no models of its own (every name there is
+    the plugin's to resolve, or to refuse with "did you mean")."""
+    from robustbench.model_zoo import model_dicts
+
+    from .zoo import DATASETS
+
+    dataset = dataset.value if isinstance(dataset, enum.Enum) else dataset
+    return dataset in DATASETS and not any(
+        getattr(member, "value", member) == dataset and not entry.get(_ENTRY_MARK)
+        for member, per_threat in model_dicts.items() for names in per_threat.values() for entry in names.values())
+
+
+def _unknown_name_error(model_name: Any, dataset: Any, threat_model: Any) -> Exception | None:
+    """The "did you mean" error for a name missing from RobustBench's zoo, or None if the name is there (then a
+    KeyError came from somewhere else and is left alone)."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from .zoo import UnknownModelError, did_you_mean
+
+    try:
+        ds, tm = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return None
+    names = list(model_dicts.get(ds, {}).get(tm, {}))
+    if model_name in names:
+        return None
+    return UnknownModelError(f"unknown model {model_name!r} in RobustBench's zoo for {ds.value} / {tm.value} (with "
+                             f"lwta-plugin's models).{did_you_mean(model_name, names)}")
+
+
+class _PluginThreatModels(OrderedDict):
+    """``model_dicts[<plugin data set>]``: a missing threat model (``L2``) raises the reason, not a bare KeyError."""
+
+    def __missing__(self, key: Any):
+        from .zoo import threat_model_error
+
+        raise threat_model_error(key.value if isinstance(key, enum.Enum) else key)
+
+
+class _PluginNames(OrderedDict):
+    """``model_dicts[<plugin data set>][Linf]``: a missing name raises "did you mean" (a KeyError too)."""
+
+    def __missing__(self, key: Any):
+        from .zoo import UnknownModelError, did_you_mean
+
+        raise UnknownModelError(f"unknown lwta-plugin model {key!r}.{did_you_mean(key, list(self))} Registered: "
+                                f"{', '.join(self)}")
+
+
 def _robustbench_factory(name: str, dataset: str) -> Any:
     """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
     from .zoo import prepared_architecture
@@ -319,11 +375,17 @@ def _robustbench_load_model_wrapper(original):
     @functools.wraps(original)
     def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
                     custom_checkpoint="", norm=None):
-        if is_plugin_model(model_name, dataset):
+        if is_plugin_model(model_name, dataset) or is_plugin_dataset(dataset):
             from .zoo import load_model
 
             return load_model(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
-        return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+        try:
+            return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+        except KeyError:
+            error = _unknown_name_error(model_name, dataset, norm or threat_model)
+            if error is None:
+                raise
+            raise error from None
 
     setattr(load_model_, _PATCH_MARK, True)
     load_model_._lwta_original = original
@@ -343,9 +405,9 @@ def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_model
     from .models import list_models
 
     for ds_name, member in datasets.items():
-        per_threat = model_dicts.setdefault(member, OrderedDict())
+        per_threat = model_dicts.setdefault(member, _PluginThreatModels())  # cifar10: RobustBench's own dicts
         for tm in threat_models:
-            entries = per_threat.setdefault(tm, OrderedDict())
+            entries = per_threat.setdefault(tm, _PluginNames())
             for name in list_models():
                 if name in entries and not entries[name].get(_ENTRY_MARK):
                     raise RuntimeError(f"RobustBench already has a model named {name!r} ({ds_name}/{tm.value})")
@@ -379,7 +441,7 @@ def register_robustbench() -> bool:
         warnings.warn(f"lwta-plugin could not add MNIST to RobustBench's BenchmarkDataset ({e}); "
                       "robustbench.utils.load_model(..., dataset='mnist') still loads the plugin's models",
                       RuntimeWarning, stacklevel=2)
-    _add_entries(model_dicts, datasets, [ThreatModel.Linf, ThreatModel.L2])
+    _add_entries(model_dicts, datasets, [ThreatModel.Linf])
     if "mnist" in datasets:
         rb_data._clean_dataset_loaders.setdefault(datasets["mnist"], _load_mnist_for_robustbench)
         rb_utils.DATASET_CLASSES.setdefault(datasets["mnist"], 10)

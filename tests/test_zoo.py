@@ -122,8 +122,10 @@ def test_load_model_from_store(store):
     m = lwta_plugin.load_model(NAME, dataset="mnist", threat_model="Linf")
     assert isinstance(m, LWTANet) and not m.training and m.samples == 5 and m.stochastic
     assert has_input_validation(m) and _same_weights(m, store.models[NAME])
-    m2 = zoo.load_model(NAME, threat_model="L2", samples=2)  # same weights for both threat models
+    m2 = zoo.load_model(NAME, threat_model="Linf", samples=2)
     assert m2.samples == 2 and _same_weights(m, m2)
+    with pytest.raises(ValueError, match=r"unknown threat model 'L2'.*Linf only.*use threat_model='Linf'"):
+        zoo.load_model(NAME, threat_model="L2")  # not the Linf weights passed off as an L2 model
     with zoo.default_samples(3):
         assert zoo.load_model(NAME).samples == 3
     assert zoo.get_default_samples() == 5
@@ -139,8 +141,11 @@ def test_unknown_names_list_what_exists(store):
         zoo.load_model("nope")
     with pytest.raises(ValueError, match=r"unknown data set 'svhn'.*available: mnist, fashion_mnist, cifar10"):
         zoo.load_model(NAME, dataset="svhn")
-    with pytest.raises(ValueError, match=r"unknown threat model 'corruptions'.*Linf, L2"):
+    with pytest.raises(ValueError, match=r"unknown threat model 'corruptions'.*available: Linf$"):
         zoo.load_model(NAME, threat_model="corruptions")
+    with pytest.raises(zoo.UnknownModelError, match=r"unknown lwta-plugin model 'lwta_ibp_tanh61'\. Did you mean "
+                                                    r"'lwta_ibp_tanh16'"):
+        zoo.load_model("lwta_ibp_tanh61")
 
 
 def test_missing_checkpoint_says_how_to_train(store, tmp_path):
@@ -158,7 +163,7 @@ def test_model_dir_fallback_in_robustbench_layout(store, tmp_path):
     saved, _ = _checkpoint(target, "lwta_ibp_softmax", seed=7)
     m = zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models")
     assert _same_weights(m, saved) and not m.training
-    with pytest.raises(zoo.ModelNotAvailableError):  # the threat model picks RobustBench's sub-directory
+    with pytest.raises(ValueError, match="Linf only"):  # no L2 sub-directory is searched: L2 is refused
         zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models", threat_model="L2")
     # a file of another model under this name is refused by the architecture check
     shutil.copy(tmp_path / f"{OTHER}.pt", target.with_name("lwta_ibp_logistic.pt"))
@@ -378,8 +383,9 @@ def test_registration_is_idempotent_and_keeps_robustbench_models(rb):
     assert "Standard" in own and "Carmon2019Unlabeled" in own and len(own) > 50
     assert {k: dict(v) for k, v in cifar_linf.items() if not v.get("lwta_plugin")} == own  # untouched
     for ds in (BenchmarkDataset.mnist, BenchmarkDataset.cifar_10):
-        for tm in (ThreatModel.Linf, ThreatModel.L2):
-            assert model_dicts[ds][tm][NAME]["gdrive_id"] == f"lwta-plugin:{ds.value}/{NAME}"
+        assert model_dicts[ds][ThreatModel.Linf][NAME]["gdrive_id"] == f"lwta-plugin:{ds.value}/{NAME}"
+    assert NAME not in model_dicts[BenchmarkDataset.cifar_10][ThreatModel.L2]  # Linf only
+    assert ThreatModel.L2 not in model_dicts[BenchmarkDataset.mnist]
     import robustbench.utils as rb_utils
 
     assert rb.load_model is rb_utils.load_model and getattr(rb_utils.load_model, "_lwta_plugin_patched", False)
@@ -394,7 +400,7 @@ def test_load_through_robustbench(rb, store, tmp_path):
     assert _same_weights(m, store.models[NAME]) and m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    m2 = load_model(NAME, dataset=BenchmarkDataset.mnist, threat_model=ThreatModel.L2)
+    m2 = load_model(NAME, dataset=BenchmarkDataset.mnist, threat_model=ThreatModel.Linf)
     assert _same_weights(m2, m)
     # RobustBench's original load_model (a reference taken before the plugin was imported) also works: the
     # entry's sentinel gdrive_id makes it copy the verified file from the store into its own layout
@@ -424,7 +430,7 @@ def test_plugin_load_model_has_robustbench_signature(rb, store, tmp_path):
     m = zoo.load_model("lwta_ibp_softmax", tmp_path / "none", "mnist", "Linf", str(explicit))  # custom_checkpoint
     assert _same_weights(m, saved)
     with pytest.warns(DeprecationWarning, match="norm"):
-        assert zoo.load_model(NAME, norm="L2").samples == 5
+        assert zoo.load_model(NAME, norm="Linf").samples == 5
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown threat model 'L1'"):
         zoo.load_model(NAME, threat_model="Linf", norm="L1")
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -443,6 +449,34 @@ def test_robustbench_names_go_to_robustbench(rb):
         load_model("NoSuchModel", dataset="cifar10", threat_model="Linf")
     with pytest.raises(ValueError, match="unknown threat model 'corruptions'"):
         load_model(NAME, dataset="mnist", threat_model="corruptions")
+
+
+def test_robustbench_typos_and_l2_get_clear_errors(rb, store, tmp_path):
+    """Through robustbench.utils.load_model: a mistyped name gets "did you mean" (still a KeyError, as RobustBench's
+    own), and L2 is refused instead of returning the Linf model, before or after the plugin was imported."""
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model
+
+    with pytest.raises(KeyError, match=r"unknown lwta-plugin model 'lwta_ibp_tanh61'\. Did you mean "
+                                       r"'lwta_ibp_tanh16'"):
+        load_model("lwta_ibp_tanh61", dataset="mnist", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"unknown model 'Carmon2019Unlabled' in RobustBench's zoo for cifar10 / Linf"
+                                       r".*Did you mean 'Carmon2019Unlabeled'"):
+        load_model("Carmon2019Unlabled", dataset="cifar10", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"Did you mean 'lwta_ibp_tanh16'"):  # the plugin's names on cifar10 too
+        load_model("lwta_ibp_tanh61", dataset="cifar10", threat_model="Linf")
+    for dataset in ("mnist", BenchmarkDataset.mnist, "cifar10"):
+        for tm in ("L2", ThreatModel.L2):
+            with pytest.raises(ValueError, match=r"unknown threat model 'L2'.*Linf only"):
+                load_model(NAME, model_dir=tmp_path, dataset=dataset, threat_model=tm)
+    with pytest.warns(DeprecationWarning, match="norm"), pytest.raises(ValueError, match=r"Linf only"):
+        load_model(NAME, dataset="mnist", norm="L2")
+    # RobustBench's original (a reference taken before the plugin was imported) on the plugin's mnist entries
+    original = load_model._lwta_original
+    with pytest.raises(KeyError, match=r"Did you mean 'lwta_ibp_tanh16'"):
+        original("lwta_ibp_tanh61", model_dir=tmp_path, dataset="mnist", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"unknown threat model 'L2'.*Linf only"):
+        original(NAME, model_dir=tmp_path, dataset="mnist", threat_model="L2")
 
 
 def test_benchmark_refuses_random_models(rb, store):
@@ -475,7 +509,7 @@ def test_robustbench_from_a_fresh_interpreter(store, tmp_path):
             "except Exception as e:\n    print(type(e).__name__, 'lwta train --model lwta_ibp_softmax' in str(e))\n"
             "from robustbench.model_zoo import model_dicts\n"
             "from robustbench.model_zoo.enums import BenchmarkDataset as D, ThreatModel as T\n"
-            f"print('Standard' in model_dicts[D.cifar_10][T.Linf], {NAME!r} in model_dicts[D('mnist')][T.L2])")
+            f"print('Standard' in model_dicts[D.cifar_10][T.Linf], {NAME!r} in model_dicts[D('mnist')][T.Linf])")
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], check=False,
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
