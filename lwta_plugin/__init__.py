@@ -12,7 +12,7 @@ from .compat import register_robustbench as register_robustbench  # public API (
 _install_robustbench_hook()
 
 _ZOO_API = ("load_model", "set_default_samples", "get_default_samples", "default_samples", "available_models",
-            "register_checkpoint", "ModelNotAvailableError")
+            "register_checkpoint", "ModelNotAvailableError", "UnknownModelError")
 
 
 def __getattr__(name: str):

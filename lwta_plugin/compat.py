@@ -4,9 +4,12 @@ registration of MNIST and the plugin's models in its zoo.
 Fixes and guards
 ----------------
 * robustbench does ``from autoattack import AutoAttack`` and ``from autoattack.state import EvaluationState``, but
-  its PyPI dependency ``pyautoattack`` installs the module ``pyautoattack``.
-  :func:`ensure_robustbench_importable` aliases ``autoattack`` (and its loaded submodules) to ``pyautoattack`` in
-  ``sys.modules`` when no real ``autoattack`` package is installed (a real one, e.g. fra31's, always wins).
+  its PyPI dependency ``pyautoattack`` installs the module ``pyautoattack``. This package ships a top-level module
+  ``autoattack`` (``autoattack.py`` beside ``lwta_plugin/``) that aliases ``autoattack`` (and its submodules) to
+  ``pyautoattack`` in ``sys.modules`` when no real ``autoattack`` package is installed (a real one, e.g. fra31's,
+  always wins), so robustbench imports whether or not ``lwta_plugin`` was imported first.
+  :func:`ensure_robustbench_importable` imports it (or loads it from beside the package when it is not
+  importable, e.g. from an editable install made before it existed).
 * robustbench imports ``pkg_resources`` (setuptools < 81); a missing one is reported with the fix.
 * ``robustbench.eval.benchmark`` was written for fra31's AutoAttack: it passes ``log_path=`` to the constructor,
   ``bs=`` to ``run_standard_evaluation`` and expects a tensor back. pyautoattack 0.2.0 has no ``log_path``, takes
@@ -22,8 +25,8 @@ Fixes and guards
   adaptive``. The adapter likewise refuses ``AutoAttack(random_model, version='standard' | 'plus')`` (no EOT).
   Deterministic models and deterministic surrogates (``with model.sampling("argmax"): benchmark(model, ...)``)
   run unchanged.
-* ``import autoattack.<sub>`` after the alias returns ``pyautoattack.<sub>`` itself (a meta path finder), never a
-  second copy of the module with its own classes.
+* ``import autoattack.<sub>`` after the alias returns ``pyautoattack.<sub>`` itself (a meta path finder installed
+  by ``autoattack.py``), never a second copy of the module with its own classes.
 * A post-import hook (:func:`install_robustbench_hook`, called by ``import lwta_plugin``) applies all of the
   above and registers the plugin's models when robustbench is first imported, so ``import lwta_plugin`` does not
   import robustbench (or torch) itself and works without robustbench installed.
@@ -45,12 +48,17 @@ RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`
    ``_member_names_`` and ``_value2member_map_`` tables), then checked (``BenchmarkDataset('mnist') is
    BenchmarkDataset.mnist``, iteration, membership). Existing members are untouched. If the check fails (a
    future Python), MNIST is not added to the enum and a warning says so; step 3 still serves ``dataset='mnist'``.
-2. **Entries.** ``model_dicts[mnist][Linf|L2]`` are created and the plugin's names appended to cifar10's Linf and
-   L2 dicts. RobustBench's names are never replaced (a collision raises).
+2. **Entries.** ``model_dicts[mnist][Linf]`` is created and the plugin's names appended to cifar10's Linf dict.
+   Linf only: the models are evaluated against L-inf attacks, so ``threat_model='L2'`` must not return them as L2
+   models (:mod:`lwta_plugin.zoo`). RobustBench's names are never replaced (a collision raises). The mnist dicts
+   answer a missing threat model or name with the reason and the closest names (a KeyError, as RobustBench's).
 3. **Interception.** ``robustbench.utils.load_model`` (and its re-exports ``robustbench.load_model``,
-   ``robustbench.eval.load_model``) is wrapped: a plugin name on a plugin data set goes to
-   :func:`lwta_plugin.zoo.load_model` (store lookup, sha256, ``weights_only``, validation, ``S``); everything
-   else to RobustBench's original, unchanged. A reference to the original taken *before* the plugin was imported still works: each entry's
+   ``robustbench.eval.load_model``) is wrapped: a plugin name, or any name on a data set where RobustBench has no
+   models of its own (mnist, fashion_mnist), goes to :func:`lwta_plugin.zoo.load_model` (store lookup, sha256,
+   ``weights_only``, validation, ``S``; unknown names with "did you mean", ``L2`` refused); everything else to
+   RobustBench's original, unchanged except that an unknown name raises :class:`lwta_plugin.zoo.UnknownModelError`
+   (a KeyError) with the closest names instead of a bare ``KeyError``. A reference to the original taken *before*
+   the plugin was imported still works: each entry's
    ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
    ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
    store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
@@ -73,6 +81,7 @@ import importlib.util
 import sys
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 _HOOK_MARK = "_lwta_plugin_hook"
@@ -90,54 +99,36 @@ def _have(module: str) -> bool:
         return False
 
 
-def alias_autoattack() -> bool:
-    """Make ``import autoattack`` resolve to ``pyautoattack`` if no real ``autoattack`` is installed.
+ALIAS_MODULE = Path(__file__).resolve().parent.parent / "autoattack.py"  # shipped beside the package
 
-    Returns True if the alias is in place (now or before), False if a real ``autoattack`` module exists.
+
+def alias_autoattack() -> bool:
+    """Import ``autoattack``: the real one if installed, else this package's alias of ``pyautoattack``
+    (``autoattack.py``, loaded from beside the package when it is not importable); ImportError naming the fix.
+
+    Returns True if ``autoattack`` is the alias (now or before), False if a real ``autoattack`` module exists.
     """
     current = sys.modules.get("autoattack")
-    if current is not None:
-        return getattr(current, "__name__", "") == "pyautoattack"
-    if _have("autoattack"):
-        return False
-    if not _have("pyautoattack"):
-        raise ImportError("robustbench imports the module `autoattack`, which is not installed: "
-                          "pip install 'pyautoattack>=0.2,<0.3' (or fra31's auto-attack from its repository)")
-    import pyautoattack
-
-    sys.modules["autoattack"] = pyautoattack
-    prefix = "pyautoattack."
-    for name, module in list(sys.modules.items()):
-        if name.startswith(prefix):
-            sys.modules.setdefault("autoattack." + name[len(prefix):], module)
-    if not any(isinstance(f, _AutoAttackAliasFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AutoAttackAliasFinder())  # submodules imported later: the same module objects
-    return True
+    if current is None:
+        current = importlib.import_module("autoattack") if _have("autoattack") else _load_alias_module()
+    return getattr(current, "__name__", "") == "pyautoattack"
 
 
-class _AliasLoader(importlib.abc.Loader):
-    """Makes ``import autoattack.x`` return the module ``pyautoattack.x`` itself (never a second copy)."""
-
-    def __init__(self, target: str):
-        self.target = target
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module) -> None:
-        # the import system returns sys.modules[name] after exec_module, i.e. the real module
-        sys.modules[module.__name__] = importlib.import_module(self.target)
-
-
-class _AutoAttackAliasFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith("autoattack.") or getattr(sys.modules.get("autoattack"), "__name__", "") \
-                != "pyautoattack":
-            return None
-        real = "pyautoattack." + fullname[len("autoattack."):]
-        if not _have(real):
-            return None
-        return importlib.util.spec_from_loader(fullname, _AliasLoader(real))
+def _load_alias_module() -> Any:
+    if not ALIAS_MODULE.is_file():
+        hint = ("pip install 'pyautoattack>=0.2,<0.3' (or fra31's auto-attack from its repository)"
+                if not _have("pyautoattack") else f"reinstall lwta-plugin ({ALIAS_MODULE} is missing)")
+        raise ImportError(f"robustbench imports the module `autoattack`, which is not importable: {hint}")
+    spec = importlib.util.spec_from_file_location("autoattack", ALIAS_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["autoattack"] = module
+    try:
+        spec.loader.exec_module(module)  # replaces sys.modules["autoattack"] (by pyautoattack or a real one)
+    except BaseException:
+        if sys.modules.get("autoattack") is module:
+            del sys.modules["autoattack"]
+        raise
+    return sys.modules["autoattack"]
 
 
 def ensure_robustbench_importable() -> None:
@@ -306,6 +297,57 @@ def is_plugin_model(model_name: Any, dataset: Any) -> bool:
     return isinstance(model_name, str) and model_name in list_models() and dataset in DATASETS
 
 
+def is_plugin_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is one of the plugin's where RobustBench has no models of its own (every name there is
+    the plugin's to resolve, or to refuse with "did you mean")."""
+    from robustbench.model_zoo import model_dicts
+
+    from .zoo import DATASETS
+
+    dataset = dataset.value if isinstance(dataset, enum.Enum) else dataset
+    return dataset in DATASETS and not any(
+        getattr(member, "value", member) == dataset and not entry.get(_ENTRY_MARK)
+        for member, per_threat in model_dicts.items() for names in per_threat.values() for entry in names.values())
+
+
+def _unknown_name_error(model_name: Any, dataset: Any, threat_model: Any) -> Exception | None:
+    """The "did you mean" error for a name missing from RobustBench's zoo, or None if the name is there (then a
+    KeyError came from somewhere else and is left alone)."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from .zoo import UnknownModelError, did_you_mean
+
+    try:
+        ds, tm = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return None
+    names = list(model_dicts.get(ds, {}).get(tm, {}))
+    if model_name in names:
+        return None
+    return UnknownModelError(f"unknown model {model_name!r} in RobustBench's zoo for {ds.value} / {tm.value} (with "
+                             f"lwta-plugin's models).{did_you_mean(model_name, names)}")
+
+
+class _PluginThreatModels(OrderedDict):
+    """``model_dicts[<plugin data set>]``: a missing threat model (``L2``) raises the reason, not a bare KeyError."""
+
+    def __missing__(self, key: Any):
+        from .zoo import threat_model_error
+
+        raise threat_model_error(key.value if isinstance(key, enum.Enum) else key)
+
+
+class _PluginNames(OrderedDict):
+    """``model_dicts[<plugin data set>][Linf]``: a missing name raises "did you mean" (a KeyError too)."""
+
+    def __missing__(self, key: Any):
+        from .zoo import UnknownModelError, did_you_mean
+
+        raise UnknownModelError(f"unknown lwta-plugin model {key!r}.{did_you_mean(key, list(self))} Registered: "
+                                f"{', '.join(self)}")
+
+
 def _robustbench_factory(name: str, dataset: str) -> Any:
     """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
     from .zoo import prepared_architecture
@@ -333,11 +375,17 @@ def _robustbench_load_model_wrapper(original):
     @functools.wraps(original)
     def load_model_(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf",
                     custom_checkpoint="", norm=None):
-        if is_plugin_model(model_name, dataset):
+        if is_plugin_model(model_name, dataset) or is_plugin_dataset(dataset):
             from .zoo import load_model
 
             return load_model(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
-        return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+        try:
+            return original(model_name, model_dir, dataset, threat_model, custom_checkpoint, norm)
+        except KeyError:
+            error = _unknown_name_error(model_name, dataset, norm or threat_model)
+            if error is None:
+                raise
+            raise error from None
 
     setattr(load_model_, _PATCH_MARK, True)
     load_model_._lwta_original = original
@@ -357,9 +405,9 @@ def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_model
     from .models import list_models
 
     for ds_name, member in datasets.items():
-        per_threat = model_dicts.setdefault(member, OrderedDict())
+        per_threat = model_dicts.setdefault(member, _PluginThreatModels())  # cifar10: RobustBench's own dicts
         for tm in threat_models:
-            entries = per_threat.setdefault(tm, OrderedDict())
+            entries = per_threat.setdefault(tm, _PluginNames())
             for name in list_models():
                 if name in entries and not entries[name].get(_ENTRY_MARK):
                     raise RuntimeError(f"RobustBench already has a model named {name!r} ({ds_name}/{tm.value})")
@@ -369,7 +417,10 @@ def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_model
 
 
 def register_robustbench() -> bool:
-    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if not installed."""
+    """Register the plugin's models (and MNIST) in RobustBench's zoo; idempotent. False if robustbench is not
+    installed; ImportError naming the fix if it is but cannot be imported (e.g. no autoattack)."""
+    if not _have("robustbench"):  # before the shims: their errors are about robustbench's dependencies
+        return False
     try:
         ensure_robustbench_importable()
         import robustbench
@@ -390,7 +441,7 @@ def register_robustbench() -> bool:
         warnings.warn(f"lwta-plugin could not add MNIST to RobustBench's BenchmarkDataset ({e}); "
                       "robustbench.utils.load_model(..., dataset='mnist') still loads the plugin's models",
                       RuntimeWarning, stacklevel=2)
-    _add_entries(model_dicts, datasets, [ThreatModel.Linf, ThreatModel.L2])
+    _add_entries(model_dicts, datasets, [ThreatModel.Linf])
     if "mnist" in datasets:
         rb_data._clean_dataset_loaders.setdefault(datasets["mnist"], _load_mnist_for_robustbench)
         rb_utils.DATASET_CLASSES.setdefault(datasets["mnist"], 10)

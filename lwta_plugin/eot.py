@@ -10,13 +10,18 @@ randomness cost one forward pass over ``n * B`` rows instead of a Python loop ov
   per chunk), plus the averaged prediction at ``x`` that attacks use to track their best iterate.
 * :func:`eot_predict` is the scoring-only path (``torch.inference_mode``).
 
-Models without ``raw``/``forward_samples`` are supported: they are deterministic unless ``model.stochastic`` is
-true or ``stochastic=True`` is given, in which case the input is repeated in the batch (valid when their
-randomness is drawn independently per row, e.g. dropout).
+Models without ``raw``/``forward_samples`` are supported. One that declares its randomness (``model.stochastic``,
+or ``stochastic=`` given here) gets the input repeated in the batch when random (valid when the randomness is drawn
+independently per row, e.g. dropout) and a single pass when deterministic. One that declares nothing (a model from
+outside this package) is probed once per model and train/eval mode (:func:`probe_randomness`): if two passes on
+the same input differ it is treated as random, with a warning, never silently scored with one pass; randomness
+drawn once per pass (all rows of a pass alike) is then averaged over separate passes.
 """
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -39,11 +44,73 @@ INPUT_ELEMENTS_PER_PASS = 1 << 16
 GRAPH_BYTES_BUDGET = 1 << 30
 
 
+# How an undeclared model's output varies, probed once per model and train/eval mode: {model: {training: kind}}
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+PROBE_ROWS = 8  # input rows a probe passes (twice)
+DETERMINISTIC, PER_ROW, PER_PASS = "deterministic", "per-row", "per-pass"
+
+
 def is_stochastic(model: nn.Module, stochastic: bool | None = None) -> bool:
-    """Whether ``model``'s output is random: ``stochastic`` if given, else ``model.stochastic`` (False if absent)."""
+    """Whether ``model``'s output is random: ``stochastic`` if given, else ``model.stochastic``, else (a model that
+    declares nothing) what :func:`probe_randomness` found for it, False if it was never probed."""
     if stochastic is not None:
         return bool(stochastic)
-    return bool(getattr(model, "stochastic", False))
+    if hasattr(model, "stochastic"):
+        return bool(model.stochastic)
+    try:
+        probed = _PROBED.get(model, {})
+    except TypeError:
+        return False
+    return probed.get(bool(getattr(model, "training", False)), DETERMINISTIC) != DETERMINISTIC
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # a tolerance, not equality: nondeterministic (GPU) kernels must not make a deterministic model look random
+    return a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def probe_randomness(model: nn.Module, x: torch.Tensor) -> str:
+    """How the output of ``model`` (which does not declare ``stochastic``) varies on the same input: ``per-row``
+    (two copies of the input in one pass differ: repeating the input in a batch draws independently),
+    ``per-pass`` (copies in one pass agree but two passes differ) or ``deterministic``. Probed on the first
+    :data:`PROBE_ROWS` rows of ``x`` without autograd and without moving the caller's random stream; cached per
+    model and train/eval mode; a random result is announced by a RuntimeWarning."""
+    try:
+        cache = _PROBED.setdefault(model, {})
+    except TypeError:  # not weakly referenceable: probed on every call
+        cache = {}
+    mode = bool(getattr(model, "training", False))
+    if mode in cache:
+        return cache[mode]
+    xb = x.detach()[:PROBE_ROWS]
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        pair = model(torch.cat([xb, xb]))
+        first, second = pair[:len(xb)], pair[len(xb):]
+        if _differ(first, second):
+            kind = PER_ROW
+        else:
+            kind = PER_PASS if _differ(first, model(xb)) else DETERMINISTIC
+    cache[mode] = kind
+    if kind != DETERMINISTIC:
+        how = ("the draws are averaged in batched passes of the repeated input. Declare it (`model.stochastic = "
+               "True`, or stochastic=True) to skip this probe" if kind == PER_ROW else
+               "copies of the input within one pass agree (its randomness is drawn once per pass), so the draws are "
+               "averaged over separate passes, one per draw")
+        warnings.warn(f"EOT: {type(model).__name__} does not declare whether it is random (no `stochastic` "
+                      f"attribute), and two passes on the same input differed: it is treated as random; {how}.",
+                      RuntimeWarning, stacklevel=3)
+    return kind
+
+
+def draw_plan(model: nn.Module, x: torch.Tensor, n_samples: int, stochastic: bool | None = None) -> tuple[int, bool]:
+    """``(draws, separate_passes)`` for ``n_samples`` requested draws of ``model`` at ``x``: one draw for a
+    deterministic model; for a model that declares nothing, what :func:`probe_randomness` finds."""
+    n = int(n_samples)
+    if n <= 1 or stochastic is not None or hasattr(model, "stochastic"):
+        return (n if is_stochastic(model, stochastic) else 1), False
+    kind = probe_randomness(model, x)
+    return (1, False) if kind == DETERMINISTIC else (n, kind == PER_PASS)
 
 
 def auto_chunk_size(n_samples: int, batch: int, input_numel: int) -> int:
@@ -57,11 +124,13 @@ def _chunks(n: int, chunk: int) -> list[int]:
 
 
 def sample_outputs(model: nn.Module, x: torch.Tensor, n: int, outputs: tuple[str, ...] = ("logits",),
-                   stochastic: bool | None = None) -> tuple[torch.Tensor, ...]:
-    """Model outputs for ``n`` independent draws of the randomness in one batched pass, each ``[n, B, C]``.
+                   separate_passes: bool = False) -> tuple[torch.Tensor, ...]:
+    """Model outputs for ``n`` independent draws of the randomness in one batched pass, each ``[n, B, C]``
+    (the caller decides ``n``: see :func:`draw_plan`).
 
     For an LWTANet all ``outputs`` (decoder outputs: ``logits``, ``correlations``, ``raw``) come from the same
-    draws. Other models have a single output, returned for every requested name.
+    draws. Other models have a single output, returned for every requested name; ``separate_passes``: one pass per
+    draw instead of the repeated input (randomness drawn once per pass).
     """
     B = x.shape[0]
     if hasattr(model, "raw") and hasattr(model, "decoder"):
@@ -69,10 +138,11 @@ def sample_outputs(model: nn.Module, x: torch.Tensor, n: int, outputs: tuple[str
         return tuple(model.decoder(raw, o).view(n, B, -1) for o in outputs)
     if hasattr(model, "forward_samples"):
         return tuple(model.forward_samples(x, n, o) for o in outputs)
-    if n > 1 and not is_stochastic(model, stochastic):
-        raise ValueError("a deterministic model needs one pass, not n > 1")
-    xr = x.repeat(n, *([1] * (x.dim() - 1))) if n > 1 else x
-    out = model(xr).view(n, B, -1)
+    if separate_passes and n > 1:
+        out = torch.stack([model(x).view(B, -1) for _ in range(n)])
+    else:
+        xr = x.repeat(n, *([1] * (x.dim() - 1))) if n > 1 else x
+        out = model(xr).view(n, B, -1)
     return (out,) * len(outputs)
 
 
@@ -104,7 +174,7 @@ def reduce_samples(out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return combine_chunks([reduce_chunk(out, reduction)], out.shape[0], reduction)
 
 
-def _saved_bytes_per_row(model: nn.Module, x: torch.Tensor, output: str | None, stochastic: bool | None) -> int:
+def _saved_bytes_per_row(model: nn.Module, x: torch.Tensor, output: str | None) -> int:
     """Bytes of activations autograd saves for one input row (one probe pass)."""
     seen: set[int] = set()
     total = 0
@@ -122,7 +192,7 @@ def _saved_bytes_per_row(model: nn.Module, x: torch.Tensor, output: str | None, 
     # fork_rng: the probe must not shift the random stream of the attack that triggered it.
     with torch.random.fork_rng(devices=devices), torch.enable_grad(), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sample_outputs(model, probe, 1, (output or "logits",), stochastic)
+        sample_outputs(model, probe, 1, (output or "logits",))
     return total
 
 
@@ -137,7 +207,9 @@ class EOT(nn.Module):
     ``None`` decides from a probe of the activation size per row (:data:`GRAPH_BYTES_BUDGET`).
 
     A deterministic model (``is_stochastic`` False) is called once and its output returned unchanged; so is a
-    single draw (``n_samples=1``). The wrapper does not change the model's train/eval mode.
+    single draw (``n_samples=1``). A model that does not declare ``stochastic`` is probed on the first call
+    (:func:`draw_plan`): random ones are averaged (with a warning), never scored with one pass. The wrapper does
+    not change the model's train/eval mode.
     """
 
     def __init__(self, model: nn.Module, n_samples: int, chunk_size: int | None = None,
@@ -163,10 +235,10 @@ class EOT(nn.Module):
     def n_classes(self) -> int | None:
         return getattr(self.model, "n_classes", None)
 
-    def _draws(self, x: torch.Tensor, n: int) -> torch.Tensor:
+    def _draws(self, x: torch.Tensor, n: int, separate_passes: bool = False) -> torch.Tensor:
         """The wrapped model's outputs for ``n`` draws, ``[n, B, C]``."""
         return sample_outputs(self.model, x, n, (self.output or getattr(self.model, "output", "logits"),),
-                              self.stochastic_override)[0]
+                              separate_passes)[0]
 
     def _use_checkpoint(self, x: torch.Tensor, n_chunks: int) -> bool:
         if n_chunks < 2 or not torch.is_grad_enabled():
@@ -175,20 +247,20 @@ class EOT(nn.Module):
             return bool(self.checkpoint)
         key = (tuple(x.shape[1:]), x.dtype, x.device, self.output)
         if key not in self._row_bytes:
-            self._row_bytes[key] = _saved_bytes_per_row(self.model, x, self.output, self.stochastic_override)
+            self._row_bytes[key] = _saved_bytes_per_row(self.model, x, self.output)
         return self._row_bytes[key] * x.shape[0] * self.n_samples > GRAPH_BYTES_BUDGET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.stochastic or self.n_samples == 1:
+        n, separate = draw_plan(self.model, x, self.n_samples, self.stochastic_override)
+        if n == 1:
             return self._draws(x, 1)[0]
-        n = self.n_samples
         chunk = self.chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel())
         sizes = _chunks(n, int(chunk))
         ckpt = self._use_checkpoint(x, len(sizes))
         reduced = []
         for k in sizes:
             def draw_and_reduce(xc: torch.Tensor, k: int = k) -> torch.Tensor:
-                return reduce_chunk(self._draws(xc, k), self.reduction)
+                return reduce_chunk(self._draws(xc, k, separate), self.reduction)
 
             reduced.append(_checkpoint(draw_and_reduce, x, use_reentrant=False) if ckpt else draw_and_reduce(x))
         return combine_chunks(reduced, n, self.reduction)
@@ -238,9 +310,10 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
     The draws are computed in batched passes of ``chunk_size`` draws (default :func:`auto_chunk_size`), each
     followed by its own backward pass, so memory stays at one chunk. ``loss(out, y)`` returns one value per row
     (``ce``, ``margin`` or a callable) on the decoder output ``output``; decisions use the ``logits`` output of
-    the same draws. A deterministic model gets a single pass whatever ``n_samples``.
+    the same draws. A deterministic model gets a single pass whatever ``n_samples`` (an undeclared one is probed:
+    :func:`draw_plan`).
     """
-    n = int(n_samples) if is_stochastic(model, stochastic) else 1
+    n, separate = draw_plan(model, x, n_samples, stochastic)
     if n < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     loss_fn = get_loss(loss)
@@ -253,7 +326,7 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
     outputs = (output, "logits") if output != "logits" else ("logits",)
     with torch.enable_grad():
         for k in _chunks(n, chunk):
-            outs = sample_outputs(model, xg, k, outputs, stochastic)
+            outs = sample_outputs(model, xg, k, outputs, separate)
             per = loss_fn(outs[0].reshape(k * B, -1), y.repeat(k)).view(k, B)
             (g,) = torch.autograd.grad(per.sum() / n, xg)
             grad += g
@@ -266,8 +339,8 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
 def eot_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 1, chunk_size: int | None = None,
                 stochastic: bool | None = None) -> torch.Tensor:
     """Log of the mean class probabilities over ``n_samples`` draws, ``[B, C]`` (scoring only, no autograd)."""
-    n = int(n_samples) if is_stochastic(model, stochastic) else 1
+    n, separate = draw_plan(model, x, n_samples, stochastic)
     chunk = int(chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel()))
-    reduced = [reduce_chunk(sample_outputs(model, x, k, ("logits",), stochastic)[0], "probs")
+    reduced = [reduce_chunk(sample_outputs(model, x, k, ("logits",), separate)[0], "probs")
                for k in _chunks(n, chunk)]
     return combine_chunks(reduced, n, "probs")

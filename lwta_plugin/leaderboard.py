@@ -315,9 +315,10 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
 
 
 _SORT_JS = """
-document.querySelectorAll('table.lb th').forEach(function (th, col) {
+document.querySelectorAll('table.lb th').forEach(function (th) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
+    // the column within the clicked th's own table (forEach's index counts the th of every table)
+    var col = th.cellIndex, table = th.closest('table'), body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     var asc = th.getAttribute('data-dir') !== 'asc';
     table.querySelectorAll('th').forEach(function (h) { h.removeAttribute('data-dir'); });
@@ -481,7 +482,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Validate every entry under --dir against the schema and render "
                                           "README.md (Markdown tables) and index.html (static, click to sort).")
     p.add_argument("--out-dir", "--dir", dest="dir", default="leaderboard",
-                   help="leaderboard directory, as lwta evaluate --out-dir (default: leaderboard)")
+                   help="directory of the entries, as given to lwta evaluate --out-dir (default: leaderboard, the "
+                        "committed one; lwta evaluate writes to runs unless told otherwise)")
     p.add_argument("--sort", default="robust",
                    help="row order: robust (worst-case robust accuracy, descending; default), clean, model, or an "
                         "attack key such as pgd or eot_pgd (descending)")

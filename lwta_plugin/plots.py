@@ -1,7 +1,7 @@
 """Diagnostic plots of a (random) model, written next to its leaderboard entries.
 
-:func:`make_plots` writes, for one model, into ``out_dir`` (``leaderboard/<dataset>/<threat_model>/plots`` when
-called by ``lwta evaluate --plots``):
+:func:`make_plots` writes, for one model, into ``out_dir`` (``<out-dir>/<dataset>/<threat_model>/plots`` when
+called by ``lwta evaluate --plots`` or ``lwta plots``; the default ``<out-dir>`` is ``runs``):
 
 ``<name>__acc_vs_eps.png``
     Accuracy under L-inf PGD as eps grows (0 = clean). A robust-looking curve that does not reach 0 at large eps
@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from .attacks import PGD
+from .evaluation.config import DEFAULT_OUT_DIR
 from .evaluation.loading import load_model_for_evaluation, load_test_data, pair_checkpoints
 from .io import atomic_write, atomic_write_json
 from .layers import StochasticConv2d, StochasticLinear
@@ -396,7 +397,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--passes", type=int, default=4, help="predictions per image (default 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default="leaderboard", help="leaderboard directory (default leaderboard)")
+    p.add_argument("--out-dir", default=DEFAULT_OUT_DIR,
+                   help=f"output root, as lwta evaluate --out-dir (default {DEFAULT_OUT_DIR})")
     p.add_argument("--model-dir", default=None, help="RobustBench-style model directory for unshipped checkpoints")
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-progress", action="store_true")

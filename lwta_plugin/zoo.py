@@ -32,10 +32,13 @@ would run code is refused.
 
 Threat models
 -------------
-The networks are not trained for a threat model (ELBO training, FGSM adversarial training for some, which the
-manifest records), so each name is registered under both ``Linf`` and ``L2`` with the same weights. The threat
-model only selects RobustBench's sub-directory of ``model_dir`` and the leaderboard a result is filed under.
-``corruptions`` is not registered.
+``Linf`` only. The networks are evaluated against L-inf attacks (and the ``_fgsm`` variants trained with L-inf
+FGSM); nothing about them is an L2 result, so ``threat_model="L2"`` (or ``corruptions``) is refused with an error
+rather than answered with the same weights, which a caller would take for an L2 model. The threat model also
+selects RobustBench's sub-directory of ``model_dir``.
+
+Unknown names raise :class:`UnknownModelError` (a ValueError and, as RobustBench's own lookup, a KeyError) with
+the closest names ("did you mean").
 
 Shipping a model
 ----------------
@@ -79,7 +82,7 @@ from .models import ARCH_DATASETS, LWTANet, create_model, list_models
 from .validation import enable_input_validation
 
 DATASETS = tuple(ARCH_DATASETS)  # mnist, fashion_mnist, cifar10
-THREAT_MODELS = ("Linf", "L2")
+THREAT_MODELS = ("Linf",)
 MANIFEST_FORMAT = "lwta-plugin/weights-manifest-1"
 WEIGHTS_ENV = "LWTA_WEIGHTS_DIR"
 _DEFAULT_SAMPLES = 5
@@ -87,6 +90,17 @@ _DEFAULT_SAMPLES = 5
 
 class ModelNotAvailableError(CheckpointError):
     """A known model has no checkpoint in the weight store or in ``model_dir``."""
+
+
+class ZooKeyError(ValueError, KeyError):
+    """An unknown name or threat model: a ValueError, and a KeyError like RobustBench's own lookups (code that
+    catches either keeps working)."""
+
+    __str__ = Exception.__str__  # KeyError's would print the message in quotes
+
+
+class UnknownModelError(ZooKeyError):
+    """No model of that name; the message lists the closest names."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,26 +191,37 @@ def _value(x: Any) -> Any:
     return x.value if isinstance(x, enum.Enum) else x
 
 
-def _did_you_mean(value: Any, choices: list[str] | tuple[str, ...]) -> str:
+def did_you_mean(value: Any, choices: list[str] | tuple[str, ...]) -> str:
+    """`` Did you mean 'a' or 'b'?`` for the (case-insensitively) closest ``choices``, or ``""``."""
     if not isinstance(value, str):
         return ""
-    close = difflib.get_close_matches(value.lower(), choices, n=3, cutoff=0.6)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(lower), n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(lower[c]) for c in close)}?" if close else ""
+
+
+def threat_model_error(threat_model: Any) -> ZooKeyError:
+    """The error for a threat model other than ``Linf``."""
+    if threat_model == "L2":
+        return ZooKeyError("unknown threat model 'L2' for lwta-plugin models: they are published for Linf only "
+                          "(evaluated against L-inf attacks; the _fgsm variants trained with L-inf FGSM), so there "
+                          "is no L2 model to return; use threat_model='Linf'")
+    return ZooKeyError(f"unknown threat model {threat_model!r} for lwta-plugin models; available: "
+                       f"{', '.join(THREAT_MODELS)}")
 
 
 def _check_request(model_name: str, dataset: str, threat_model: str, store: Path | None = None) -> None:
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r} for lwta-plugin models; available: {', '.join(DATASETS)}."
-                         + _did_you_mean(dataset, DATASETS))
+                         + did_you_mean(dataset, DATASETS))
     if model_name not in list_models():
         shipped = [e["name"] for e in available_models(dataset, store)]
-        raise ValueError(
-            f"unknown lwta-plugin model {model_name!r}.{_did_you_mean(model_name, list_models())} Shipped for {dataset}: "
+        raise UnknownModelError(
+            f"unknown lwta-plugin model {model_name!r}.{did_you_mean(model_name, list_models())} Shipped for {dataset}: "
             f"{', '.join(shipped) if shipped else 'none'}. Architectures (loadable once trained, see `lwta models`): "
             f"{', '.join(list_models())}")
     if threat_model not in THREAT_MODELS:
-        raise ValueError(f"unknown threat model {threat_model!r} for lwta-plugin models; available: "
-                         f"{', '.join(THREAT_MODELS)} (the same weights for both)")
+        raise threat_model_error(threat_model)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ def test_unknown_data_sets_and_threat_models(shipped, tmp_path):
         with pytest.raises(ValueError, match=r"unknown data set .*available: mnist, fashion_mnist, cifar10"):
             zoo.load_model(NAME, dataset=bad, store=shipped)
     for bad in ("linf", "L1", "corruptions", None):
-        with pytest.raises(ValueError, match=r"unknown threat model .*available: Linf, L2"):
+        with pytest.raises(ValueError, match=r"unknown threat model .*available: Linf$"):
             zoo.load_model(NAME, threat_model=bad, store=shipped)
     for bad in (0, -1, 1.5, "5", True):
         with pytest.raises(ValueError, match=r"samples must be an integer >= 1"):

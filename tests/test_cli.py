@@ -204,6 +204,34 @@ def test_evaluate_shards_merge_and_leaderboard(capsys, tmp_path, ckpt):
 
 
 @needs_mnist
+def test_evaluate_writes_to_runs_and_keeps_finished_entries(capsys, tmp_path, ckpt, monkeypatch):
+    """Without --out-dir, `lwta evaluate` and `lwta plots` write under runs/, never into leaderboard/; a smaller
+    rerun does not replace a finished entry unless --force is given."""
+    monkeypatch.chdir(tmp_path)
+    base = ["evaluate", "--checkpoint", str(ckpt), "--protocol", "smoke", "--no-progress", "--batch-size", "2",
+            "--passes", "1"]
+    rc, _, err = run(capsys, *base, "--n-examples", "4")
+    path = tmp_path / "runs" / "mnist" / "Linf" / f"{NAME}__smoke.json"
+    assert rc == 0 and path.is_file() and not (tmp_path / "leaderboard").exists(), err
+    before = path.read_bytes()
+    rc, stdout, _ = run(capsys, *base, "--n-examples", "4")
+    assert rc == 0 and "up-to-date" in stdout
+    rc, _, err = run(capsys, *base, "--n-examples", "2")
+    assert rc == 2 and err.startswith("lwta: error: ") and "Traceback" not in err
+    assert str(Path("runs", "mnist", "Linf", f"{NAME}__smoke.json")) in err and "2 images instead of 4" in err
+    assert "--force" in err and path.read_bytes() == before
+    rc, _, err = run(capsys, *base, "--n-examples", "2", "--force")
+    assert rc == 0, err
+    assert json.loads(path.read_text())["attacks"]["clean"]["n_examples"] == 2
+    from lwta_plugin import plots
+
+    calls = []
+    monkeypatch.setattr(plots, "make_plots", lambda *a, **kw: calls.append(a) or [])
+    assert run(capsys, "plots", "--checkpoint", str(ckpt), "--n-images", "2", "--no-progress")[0] == 0
+    assert calls[0][4] == Path("runs", "mnist", "Linf", "plots")
+
+
+@needs_mnist
 def test_evaluate_from_config(capsys, tmp_path, ckpt):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "dataset": "mnist", "out_dir": str(tmp_path),

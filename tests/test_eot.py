@@ -1,6 +1,7 @@
 """EOT wrapper: batched passes, chunking, same expected gradient as a loop over samples, exact on deterministic
 models."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -189,8 +190,13 @@ def test_deterministic_models_are_unchanged_exactly(data):
     cnn = trained_cnn()
     calls, handle = _count_calls(cnn)
     try:
-        out = EOT(cnn, 20, reduction="probs")(x)
-        assert calls == [3] and torch.equal(out, cnn(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a deterministic model is not announced as random
+            out = EOT(cnn, 20, reduction="probs")(x)
+        # it declares no `stochastic`: probed once (two copies in one pass, then one pass), then a single pass
+        assert calls == [6, 3, 3] and torch.equal(out, cnn(x))
+        calls.clear()
+        assert torch.equal(EOT(cnn, 20, reduction="probs")(x), out) and calls == [3]
     finally:
         handle.remove()
     xg = x.clone().requires_grad_()
@@ -210,6 +216,52 @@ def test_deterministic_models_are_unchanged_exactly(data):
         xg = x.clone().requires_grad_()
         (g_ref,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
         assert torch.equal(eot_gradient(model, x, y, "ce", 20).grad, g_ref)
+
+
+class NoisyNet(torch.nn.Module):
+    """A random model from outside the package: adds Gaussian noise to a linear map, declares nothing."""
+
+    def __init__(self, per_pass: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(64, 4)
+        self.per_pass = per_pass  # one noise draw shared by every row of a pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x.flatten(1))
+        noise = torch.randn(1 if self.per_pass else out.shape[0], out.shape[1])
+        return out + noise
+
+
+@pytest.mark.parametrize("per_pass", [False, True])
+def test_undeclared_random_models_are_averaged_not_passed_once(data, per_pass):
+    """EOT(model, n) on a random model without a `stochastic` attribute averages n draws (with a warning saying
+    so), whether its noise is drawn per row or once per pass; eot_gradient and eot_predict do the same."""
+    model = NoisyNet(per_pass)
+    x, y = data
+    assert not hasattr(model, "stochastic")
+    with torch.no_grad():
+        clean = model.linear(x.flatten(1))
+    torch.manual_seed(1)
+    with pytest.warns(RuntimeWarning, match=r"NoisyNet does not declare whether it is random.*treated as random"):
+        out = EOT(model, 400)(x)
+    # one pass would be off by ~N(0, 1) per logit; the mean of 400 draws is within ~0.05
+    assert (out - clean).abs().max() < 0.3, (out - clean).abs().max()
+    assert EOT(model, 400).stochastic
+    calls, handle = _count_calls(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # probed already: no second warning, no probe passes
+            EOT(model, 20, chunk_size=20)(x)
+            assert calls == ([3] * 20 if per_pass else [60])
+            calls.clear()
+            eot_gradient(model, x, y, "ce", 50, chunk_size=50)
+            assert sum(calls) == 50 * 3 and len(calls) == (50 if per_pass else 1)
+            calls.clear()
+            probs = eot_predict(model, x, 40, chunk_size=40).exp()
+            assert sum(calls) == 40 * 3 and (probs.sum(1) - 1).abs().max() < 1e-5
+    finally:
+        handle.remove()
 
 
 def test_auto_chunk_size_bounds_rows_per_pass():

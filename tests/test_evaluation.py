@@ -30,6 +30,7 @@ from _tiny_models import make_checkpoint
 from lwta_plugin import __version__
 from lwta_plugin.entries import find_entries, load_entries, validate_entry
 from lwta_plugin.evaluation import (
+    EntryExistsError,
     EvaluationConfig,
     EvaluationError,
     IncompleteRunError,
@@ -81,7 +82,7 @@ def make_data(n: int = N_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-RUN_OPTIONS = {"data", "on_batch", "log", "attack_factory", "shard", "resume", "merge", "progress"}
+RUN_OPTIONS = {"data", "on_batch", "log", "attack_factory", "shard", "resume", "merge", "progress", "force"}
 
 
 def _evaluate(out: Path, ckpt: Path, protocol="smoke", name: str = NAME, **kw) -> list[dict]:
@@ -387,8 +388,54 @@ def test_resume_refuses_another_configuration(tmp_path, ckpt, reference):
         _evaluate(tmp_path, ckpt, seed=1)
     _evaluate(tmp_path, ckpt, seed=1, resume=False)
     assert json.loads(entry_file(tmp_path).read_text())["seed"] == 1
-    _evaluate(tmp_path, ckpt, resume=False)
+    with pytest.raises(EntryExistsError, match=r"another seed \(1 -> 0\)"):  # a finished entry of seed 1 now
+        _evaluate(tmp_path, ckpt, resume=False)
+    _evaluate(tmp_path, ckpt, resume=False, force=True)
     assert entry_file(tmp_path).read_bytes() == reference
+
+
+def test_finished_entry_is_not_replaced_by_another_configuration(tmp_path, ckpt, reference):
+    """A smaller run (or another seed, or fewer attacks) never silently replaces a finished entry: it stops before
+    any work, names the file and says how to proceed; ``force=True`` replaces it. Reruns stay up to date."""
+    assert _evaluate(tmp_path, ckpt)[0]["status"] == "written"
+    path = entry_file(tmp_path)
+    assert _evaluate(tmp_path, ckpt)[0]["status"] == "up-to-date"
+    assert _evaluate(tmp_path, ckpt, resume=False)[0]["status"] == "written"  # the same configuration, rewritten
+    hook = stop_after(10**6)
+    cases = [({"n_examples": 3}, r"\(3 images instead of 6 \(clean, pgd, cw, .*, bpda\)\)"),
+             ({"seed": 5}, r"another seed \(0 -> 5\)"),
+             ({"attacks": ["clean", "pgd"]}, r"this run lacks attacks apgd_rand, bpda"),
+             ({"passes": 1}, r"other attack settings")]
+    for change, reason in cases:
+        with pytest.raises(EntryExistsError) as e:
+            _evaluate(tmp_path, ckpt, on_batch=hook, **change)
+        message = str(e.value)
+        assert str(path) in message and "--force" in message and "force=True" in message and "--out-dir" in message
+        assert re.search(reason, message), (change, message)
+    assert hook.calls == [] and path.read_bytes() == reference
+    assert not (path.parent / f".{path.stem}.partial").exists()
+    assert _evaluate(tmp_path, ckpt, n_examples=3, force=True)[0]["status"] == "written"
+    assert json.loads(path.read_text())["attacks"]["clean"]["n_examples"] == 3
+    # a bigger run is another configuration too: it replaces the small entry only when asked
+    with pytest.raises(EntryExistsError, match="another configuration"):
+        _evaluate(tmp_path, ckpt)
+
+
+def test_default_out_dir_is_runs_not_the_leaderboard(tmp_path, monkeypatch):
+    """Without an out_dir (Python, command line, or a config file without one), entries go to runs/; the committed
+    configs name leaderboard/ explicitly and keep writing there."""
+    assert EvaluationConfig(NAME).out_dir == "runs"
+    assert _cli_configs("--model", NAME)[0].out_dir == "runs"
+    assert _cli_configs("--model", NAME, "--out-dir", "x")[0].out_dir == "x"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "runs": [{"models": [NAME]}]}))
+    assert [c.out_dir for c in load_config(cfg)] == ["runs"]
+    monkeypatch.delenv("LWTA_WEIGHTS_DIR")  # the shipped models ("models": "shipped" in the committed configs)
+    monkeypatch.chdir(ROOT)
+    committed = sorted((ROOT / "leaderboard").glob("*.json"))
+    assert committed
+    for path in committed:
+        assert {str(c.out_dir) for c in load_config(path)} == {"leaderboard"}, path
 
 
 def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference):

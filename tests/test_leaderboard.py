@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,8 +38,6 @@ PAPER_EXCERPT = ROOT / "tests" / "data" / "paper_tables.txt"
 def _committed_json(root: Path) -> list[Path]:
     """The JSON files git tracks under ``root`` (every one when this is not a git checkout). Running evaluations
     keep their state in ignored ``.*.partial`` directories beside the entries; those are not committed."""
-    import subprocess
-
     try:
         out = subprocess.run(["git", "ls-files", "-z", "--", "."], cwd=root, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
@@ -339,6 +340,77 @@ def test_rendered_html(board):
     assert page.startswith("<!DOCTYPE html>") and page.count("<table class=\"lb\">") == 2
     assert "data-v=" in page and "<script>" in page and "addEventListener('click'" in page
     assert "`" not in page.split("<script>")[0] and "<td>lwta_ibp_softmax</td>" in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+# Appended to a copy of the page, after its own script: in every table, click the model header, then the worst-case
+# header twice, record the model column after each click and any uncaught error, and write it all into the DOM.
+_CLICK_SCRIPT = """<script>
+(function () {
+  var errors = [];
+  window.addEventListener('error', function (e) { errors.push(String(e.message)); });
+  var tables = [];
+  document.querySelectorAll('table.lb').forEach(function (table) {
+    var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    var model = heads.filter(function (h) { return h.textContent === 'model'; })[0];
+    var worst = heads.filter(function (h) { return h.textContent.indexOf('worst case') === 0; })[0];
+    function order() {
+      return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+        return r.cells[model.cellIndex].textContent; });
+    }
+    var rec = {initial: order()};
+    model.click(); rec.model = order();
+    worst.click(); rec.worst_first = order();
+    worst.click(); rec.worst_second = order();
+    tables.push(rec);
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'sort-result';
+  pre.textContent = JSON.stringify({tables: tables, errors: errors});
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def _three_tables(board: Path) -> list[dict]:
+    """Three rows per table in three tables (paper and smoke on mnist, paper on cifar10), with worst-case
+    accuracies that order the rows differently from their names."""
+    ours = {e["protocol"]["name"]: e for e in entries_mod.load_entries(board) if e["model"] == "lwta_ibp_softmax"}
+    out = []
+    for base, dataset in ((ours["paper"], "mnist"), (ours["smoke"], "mnist"), (ours["paper"], "cifar10")):
+        for name, worst in (("m_a", 0.5), ("m_b", 0.9), ("m_c", 0.1)):
+            e = copy.deepcopy(base)
+            e["model"], e["dataset"] = name, dataset
+            e["worst_case"]["mean"] = worst
+            out.append(e)
+    return out
+
+
+def test_html_sorting_in_a_headless_browser(board, tmp_path):
+    """Clicking a header sorts its own table, in every table of the page (column indices used to count the
+    headers of all tables, so any table but the first threw a TypeError)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium): it runs the page's sort "
+                    "script")
+    page = render_html(_three_tables(board))
+    assert page.count("<table class=\"lb\">") == 3
+    path = tmp_path / "index.html"
+    path.write_text(page.replace("</body>", _CLICK_SCRIPT + "</body>"), encoding="utf-8")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    found = re.search(r'<pre id="sort-result">(.*?)</pre>', out.stdout, re.DOTALL)
+    assert found, f"no result in the page (exit {out.returncode}): {out.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["errors"] == []
+    assert len(result["tables"]) == 3
+    for table in result["tables"]:
+        assert table["initial"] == ["m_b", "m_a", "m_c"]  # rendered by worst case, highest first
+        assert table["model"] == ["m_a", "m_b", "m_c"]  # first click: ascending
+        assert table["worst_first"] == ["m_c", "m_a", "m_b"]  # another column: ascending again
+        assert table["worst_second"] == ["m_b", "m_a", "m_c"]  # same column again: descending
 
 
 def test_write_leaderboard_and_errors(board, tmp_path):

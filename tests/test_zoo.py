@@ -122,8 +122,10 @@ def test_load_model_from_store(store):
     m = lwta_plugin.load_model(NAME, dataset="mnist", threat_model="Linf")
     assert isinstance(m, LWTANet) and not m.training and m.samples == 5 and m.stochastic
     assert has_input_validation(m) and _same_weights(m, store.models[NAME])
-    m2 = zoo.load_model(NAME, threat_model="L2", samples=2)  # same weights for both threat models
+    m2 = zoo.load_model(NAME, threat_model="Linf", samples=2)
     assert m2.samples == 2 and _same_weights(m, m2)
+    with pytest.raises(ValueError, match=r"unknown threat model 'L2'.*Linf only.*use threat_model='Linf'"):
+        zoo.load_model(NAME, threat_model="L2")  # not the Linf weights passed off as an L2 model
     with zoo.default_samples(3):
         assert zoo.load_model(NAME).samples == 3
     assert zoo.get_default_samples() == 5
@@ -139,8 +141,11 @@ def test_unknown_names_list_what_exists(store):
         zoo.load_model("nope")
     with pytest.raises(ValueError, match=r"unknown data set 'svhn'.*available: mnist, fashion_mnist, cifar10"):
         zoo.load_model(NAME, dataset="svhn")
-    with pytest.raises(ValueError, match=r"unknown threat model 'corruptions'.*Linf, L2"):
+    with pytest.raises(ValueError, match=r"unknown threat model 'corruptions'.*available: Linf$"):
         zoo.load_model(NAME, threat_model="corruptions")
+    with pytest.raises(zoo.UnknownModelError, match=r"unknown lwta-plugin model 'lwta_ibp_tanh61'\. Did you mean "
+                                                    r"'lwta_ibp_tanh16'"):
+        zoo.load_model("lwta_ibp_tanh61")
 
 
 def test_missing_checkpoint_says_how_to_train(store, tmp_path):
@@ -158,7 +163,7 @@ def test_model_dir_fallback_in_robustbench_layout(store, tmp_path):
     saved, _ = _checkpoint(target, "lwta_ibp_softmax", seed=7)
     m = zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models")
     assert _same_weights(m, saved) and not m.training
-    with pytest.raises(zoo.ModelNotAvailableError):  # the threat model picks RobustBench's sub-directory
+    with pytest.raises(ValueError, match="Linf only"):  # no L2 sub-directory is searched: L2 is refused
         zoo.load_model("lwta_ibp_softmax", model_dir=tmp_path / "models", threat_model="L2")
     # a file of another model under this name is refused by the architecture check
     shutil.copy(tmp_path / f"{OTHER}.pt", target.with_name("lwta_ibp_logistic.pt"))
@@ -316,15 +321,38 @@ def test_card_command_records_the_non_default_settings():
         == f"{base} 1 --samples 2 --limit 200 --seed 4"
 
 
-def test_import_is_light_and_works_without_robustbench(store):
-    code = ("import sys; import lwta_plugin; assert 'torch' not in sys.modules and 'robustbench' not in sys.modules;"
-            "sys.modules['robustbench'] = None;"  # as if robustbench were not installed
-            f"m = lwta_plugin.load_model('{NAME}', dataset='mnist'); print(type(m).__name__, m.training, m.samples);"
-            "print(lwta_plugin.register_robustbench())")
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+# Prepended to a fresh interpreter's code: the modules named in BLOCKED (and their submodules) are not installed.
+_BLOCKER = """import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name in BLOCKED or any(name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def _fresh_python(code: str, cwd: Path, blocked: tuple[str, ...] = (), pythonpath: str = str(ROOT),
+                  timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (RuntimeWarnings are errors) with ``blocked`` modules uninstalled."""
+    prefix = f"BLOCKED = {set(blocked)!r}\n" + _BLOCKER if blocked else ""
+    return subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", prefix + code], check=False,
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"})
+
+
+def test_import_is_light_and_works_without_robustbench(store, tmp_path):
+    """The core install (`tox -e minimal`: no robustbench, torchattacks, autoattack or pyautoattack): the plugin
+    loads its models, and register_robustbench() reports that robustbench is absent instead of failing on the
+    missing autoattack."""
+    code = ("import lwta_plugin; assert 'torch' not in sys.modules and 'robustbench' not in sys.modules\n"
+            f"m = lwta_plugin.load_model('{NAME}', dataset='mnist'); print(type(m).__name__, m.training, m.samples)\n"
+            "print(lwta_plugin.register_robustbench())\n"
+            "from lwta_plugin import compat; print(compat.register_robustbench())\n"
+            "try:\n    import robustbench\nexcept ModuleNotFoundError as e:\n    print(e.name)\n")
+    out = _fresh_python(code, tmp_path, ("robustbench", "torchattacks", "autoattack", "pyautoattack"))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["LWTANet", "False", "5", "False"]
+    assert out.stdout.split() == ["LWTANet", "False", "5", "False", "False", "robustbench"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -355,8 +383,9 @@ def test_registration_is_idempotent_and_keeps_robustbench_models(rb):
     assert "Standard" in own and "Carmon2019Unlabeled" in own and len(own) > 50
     assert {k: dict(v) for k, v in cifar_linf.items() if not v.get("lwta_plugin")} == own  # untouched
     for ds in (BenchmarkDataset.mnist, BenchmarkDataset.cifar_10):
-        for tm in (ThreatModel.Linf, ThreatModel.L2):
-            assert model_dicts[ds][tm][NAME]["gdrive_id"] == f"lwta-plugin:{ds.value}/{NAME}"
+        assert model_dicts[ds][ThreatModel.Linf][NAME]["gdrive_id"] == f"lwta-plugin:{ds.value}/{NAME}"
+    assert NAME not in model_dicts[BenchmarkDataset.cifar_10][ThreatModel.L2]  # Linf only
+    assert ThreatModel.L2 not in model_dicts[BenchmarkDataset.mnist]
     import robustbench.utils as rb_utils
 
     assert rb.load_model is rb_utils.load_model and getattr(rb_utils.load_model, "_lwta_plugin_patched", False)
@@ -371,7 +400,7 @@ def test_load_through_robustbench(rb, store, tmp_path):
     assert _same_weights(m, store.models[NAME]) and m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    m2 = load_model(NAME, dataset=BenchmarkDataset.mnist, threat_model=ThreatModel.L2)
+    m2 = load_model(NAME, dataset=BenchmarkDataset.mnist, threat_model=ThreatModel.Linf)
     assert _same_weights(m2, m)
     # RobustBench's original load_model (a reference taken before the plugin was imported) also works: the
     # entry's sentinel gdrive_id makes it copy the verified file from the store into its own layout
@@ -401,7 +430,7 @@ def test_plugin_load_model_has_robustbench_signature(rb, store, tmp_path):
     m = zoo.load_model("lwta_ibp_softmax", tmp_path / "none", "mnist", "Linf", str(explicit))  # custom_checkpoint
     assert _same_weights(m, saved)
     with pytest.warns(DeprecationWarning, match="norm"):
-        assert zoo.load_model(NAME, norm="L2").samples == 5
+        assert zoo.load_model(NAME, norm="Linf").samples == 5
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown threat model 'L1'"):
         zoo.load_model(NAME, threat_model="Linf", norm="L1")
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -420,6 +449,34 @@ def test_robustbench_names_go_to_robustbench(rb):
         load_model("NoSuchModel", dataset="cifar10", threat_model="Linf")
     with pytest.raises(ValueError, match="unknown threat model 'corruptions'"):
         load_model(NAME, dataset="mnist", threat_model="corruptions")
+
+
+def test_robustbench_typos_and_l2_get_clear_errors(rb, store, tmp_path):
+    """Through robustbench.utils.load_model: a mistyped name gets "did you mean" (still a KeyError, as RobustBench's
+    own), and L2 is refused instead of returning the Linf model, before or after the plugin was imported."""
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model
+
+    with pytest.raises(KeyError, match=r"unknown lwta-plugin model 'lwta_ibp_tanh61'\. Did you mean "
+                                       r"'lwta_ibp_tanh16'"):
+        load_model("lwta_ibp_tanh61", dataset="mnist", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"unknown model 'Carmon2019Unlabled' in RobustBench's zoo for cifar10 / Linf"
+                                       r".*Did you mean 'Carmon2019Unlabeled'"):
+        load_model("Carmon2019Unlabled", dataset="cifar10", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"Did you mean 'lwta_ibp_tanh16'"):  # the plugin's names on cifar10 too
+        load_model("lwta_ibp_tanh61", dataset="cifar10", threat_model="Linf")
+    for dataset in ("mnist", BenchmarkDataset.mnist, "cifar10"):
+        for tm in ("L2", ThreatModel.L2):
+            with pytest.raises(ValueError, match=r"unknown threat model 'L2'.*Linf only"):
+                load_model(NAME, model_dir=tmp_path, dataset=dataset, threat_model=tm)
+    with pytest.warns(DeprecationWarning, match="norm"), pytest.raises(ValueError, match=r"Linf only"):
+        load_model(NAME, dataset="mnist", norm="L2")
+    # RobustBench's original (a reference taken before the plugin was imported) on the plugin's mnist entries
+    original = load_model._lwta_original
+    with pytest.raises(KeyError, match=r"Did you mean 'lwta_ibp_tanh16'"):
+        original("lwta_ibp_tanh61", model_dir=tmp_path, dataset="mnist", threat_model="Linf")
+    with pytest.raises(KeyError, match=r"unknown threat model 'L2'.*Linf only"):
+        original(NAME, model_dir=tmp_path, dataset="mnist", threat_model="L2")
 
 
 def test_benchmark_refuses_random_models(rb, store):
@@ -452,7 +509,7 @@ def test_robustbench_from_a_fresh_interpreter(store, tmp_path):
             "except Exception as e:\n    print(type(e).__name__, 'lwta train --model lwta_ibp_softmax' in str(e))\n"
             "from robustbench.model_zoo import model_dicts\n"
             "from robustbench.model_zoo.enums import BenchmarkDataset as D, ThreatModel as T\n"
-            f"print('Standard' in model_dicts[D.cifar_10][T.Linf], {NAME!r} in model_dicts[D('mnist')][T.L2])")
+            f"print('Standard' in model_dicts[D.cifar_10][T.Linf], {NAME!r} in model_dicts[D('mnist')][T.Linf])")
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], check=False,
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
@@ -529,14 +586,62 @@ def test_autoattack_alias_and_pkg_resources(rb, monkeypatch):
         compat.ensure_robustbench_importable()
 
 
-def test_real_autoattack_is_not_shadowed(tmp_path):
-    (tmp_path / "autoattack").mkdir()
-    (tmp_path / "autoattack" / "__init__.py").write_text("REAL = True\n")
+@pytest.mark.parametrize("real_first", [True, False])
+def test_real_autoattack_is_not_shadowed(tmp_path, real_first):
+    """A real autoattack wins over the plugin's alias module, before or after it on sys.path."""
+    real = tmp_path / "real"
+    (real / "autoattack").mkdir(parents=True)
+    (real / "autoattack" / "__init__.py").write_text("REAL = True\n")
     code = "import lwta_plugin.compat as c; print(c.alias_autoattack()); import autoattack; print(autoattack.REAL)"
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    path = [str(real), str(ROOT)] if real_first else [str(ROOT), str(real)]
+    out = _fresh_python(code, tmp_path, pythonpath=os.pathsep.join(path), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_robustbench_imports_before_the_plugin(store, tmp_path):
+    """`from robustbench.utils import load_model` before `import lwta_plugin` (robustbench imports `autoattack`; the
+    plugin ships it as an alias of pyautoattack), then the plugin registers itself, and the reference taken before
+    loads the plugin's model."""
+    if importlib.util.find_spec("robustbench") is None or importlib.util.find_spec("pyautoattack") is None:
+        pytest.skip("robustbench or pyautoattack not installed")
+    code = ("from robustbench.utils import load_model\n"
+            "import sys; import autoattack.state; import pyautoattack.state\n"
+            "print(sys.modules['autoattack'].__name__, autoattack.state is pyautoattack.state)\n"
+            "import lwta_plugin, robustbench, robustbench.utils\n"
+            "print(robustbench._lwta_plugin_registered, robustbench.utils.load_model._lwta_plugin_patched)\n"
+            f"m = load_model({NAME!r}, model_dir={str(tmp_path / 'm')!r}, dataset='mnist', threat_model='Linf')\n"
+            "print(type(m).__name__, m.training)\n")
+    out = _fresh_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["pyautoattack", "True", "True", "True", "LWTANet", "False"]
+
+
+def test_autoattack_alias_when_the_alias_module_is_not_importable(tmp_path):
+    """An install made before autoattack.py existed (it is not importable): the plugin loads it from beside the
+    package, so `import lwta_plugin; import robustbench` still works."""
+    if importlib.util.find_spec("robustbench") is None or importlib.util.find_spec("pyautoattack") is None:
+        pytest.skip("robustbench or pyautoattack not installed")
+    assert compat.ALIAS_MODULE.is_file()
+    code = ("import lwta_plugin, robustbench, pyautoattack.state\n"
+            "print(sys.modules['autoattack'] is pyautoattack, sys.modules['autoattack.state'] is pyautoattack.state, "
+            "robustbench._lwta_plugin_registered)\n")
+    out = _fresh_python(code, tmp_path, blocked=("autoattack",))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_missing_autoattack_says_what_to_install(tmp_path):
+    """No pyautoattack and no real autoattack (only the alias module): importing robustbench, in either order,
+    names the package to install."""
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench not installed")
+    for first in ("", "import lwta_plugin\n"):
+        code = first + ("try:\n    from robustbench.utils import load_model\n"
+                        "except ImportError as e:\n    print(type(e).__name__, '|', e)\n")
+        out = _fresh_python(code, tmp_path, blocked=("pyautoattack",))
+        assert out.returncode == 0, out.stderr
+        assert "pip install 'pyautoattack>=0.2,<0.3'" in out.stdout and "Error |" in out.stdout, out.stdout
 
 
 class Color(enum.Enum):

@@ -11,6 +11,12 @@ Example::
     from lwta_plugin.evaluation import EvaluationConfig, evaluate
     evaluate(EvaluationConfig("lwta_ibp_tanh16", protocols=["paper", "adaptive"], n_examples=1000))
 
+Entries go to ``<out_dir>/<dataset>/<threat_model>/<model>__<protocol>.json``; ``out_dir`` defaults to
+:data:`DEFAULT_OUT_DIR` (``runs``), so only the config files that name ``leaderboard`` write the committed
+leaderboard. A finished entry is only replaced by a run of the same configuration (its ``config_sha256``): one
+with fewer images, other attacks, another seed, checkpoint or library versions raises :class:`EntryExistsError`
+naming the file, unless ``force=True`` (``lwta evaluate --force``).
+
 Work units, seeds, resume, shards
 ---------------------------------
 A protocol is split into tasks ``(attack, batch)``: batch ``b`` of an attack holds test images
@@ -53,6 +59,7 @@ from .assembly import (
 from .config import (
     CONFIG_FORMAT,
     CONFIG_KEYS,
+    DEFAULT_OUT_DIR,
     RUN_KEYS,
     EvaluationConfig,
     check_shard,
@@ -60,7 +67,7 @@ from .config import (
     parse_shard,
     read_config_file,
 )
-from .errors import EvaluationError, IncompleteRunError
+from .errors import EntryExistsError, EvaluationError, IncompleteRunError
 from .loading import (
     EvaluationData,
     ModelInfo,
@@ -74,8 +81,8 @@ from .loading import (
 from .runner import AttackFactory, BatchHook, ProtocolRun, build_attack_for
 
 __all__ = [
-    "COMBINE_FROM", "COMBINE_INTO", "CONFIG_FORMAT", "CONFIG_KEYS", "RUN_KEYS", "AttackFactory", "BatchHook",
-    "EvaluationConfig", "EvaluationData", "EvaluationError", "IncompleteRunError", "Inputs", "ModelInfo",
+    "COMBINE_FROM", "COMBINE_INTO", "CONFIG_FORMAT", "CONFIG_KEYS", "DEFAULT_OUT_DIR", "RUN_KEYS", "AttackFactory",
+    "BatchHook", "EntryExistsError", "EvaluationConfig", "EvaluationData", "EvaluationError", "IncompleteRunError", "Inputs", "ModelInfo",
     "ProtocolRun", "build_attack_for", "check_shard", "checkpoint_model_name", "combine_protocols",
     "compute_indicators", "evaluate", "finalize_entry", "load_config", "load_inputs", "load_model_for_evaluation",
     "load_test_data", "pair_checkpoints", "parse_shard", "read_config_file", "refresh_combined", "tensor_sha256",

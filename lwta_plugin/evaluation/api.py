@@ -45,29 +45,28 @@ def load_inputs(config: EvaluationConfig, data: tuple[torch.Tensor, torch.Tensor
 def evaluate(config: EvaluationConfig, *, data: tuple[torch.Tensor, torch.Tensor] | None = None,
              on_batch: BatchHook | None = None, log: Log | None = print, attack_factory: AttackFactory | None = None,
              shard: tuple[int, int] | str | None = None, resume: bool = True, merge: bool = False,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, force: bool = False) -> list[dict]:
     """Evaluate ``config.models`` with ``config.protocols`` and write their leaderboard entries.
 
     data: ``(x, y)`` to use instead of the data set's test split. on_batch(attack, batch): called after each
     finished task (tests use it to simulate a crash). attack_factory(spec, model): builds each task's attack
     (default :func:`lwta_plugin.evaluation.runner.build_attack_for`). shard: ``(i, N)`` or ``"i/N"``. resume:
     continue from the state directory (False: start over). merge: only assemble finished shards. None of these
-    changes an entry. Every model, protocol and the data are checked before the first batch runs. Returns one
-    status dict per (model, protocol): ``{"model", "protocol", "path", "status": "written" | "up-to-date" |
-    "incomplete", "missing": int}``.
+    changes an entry. force: replace finished entries of another configuration (fewer images, other attacks,
+    seed, checkpoint, ...; see :meth:`ProtocolRun.check_replace`); without it such an entry raises
+    :class:`~lwta_plugin.evaluation.errors.EntryExistsError` before any work. A rerun of the same configuration
+    is ``up-to-date`` (or rewritten identically with ``resume=False``). Every model, protocol, the data and the
+    existing entries are checked before the first batch runs. Returns one status dict per (model, protocol):
+    ``{"model", "protocol", "path", "status": "written" | "up-to-date" | "incomplete", "missing": int}``.
     """
     shard = check_shard(shard)
     if shard is not None and not resume:
         raise ValueError("resume=False deletes the shared state directory; it cannot be combined with a shard")
     log = log or (lambda _msg: None)
     inputs = load_inputs(config, data)
-    statuses = []
-    for model, info in inputs.models:
-        for protocol in inputs.protocols:
-            protocol = resolve(protocol, available=len(inputs.data.x))
-            run = ProtocolRun(model, info, inputs.data, protocol, config, attack_factory or build_attack_for)
-            if merge:
-                statuses.append(run.merge(log))
-            else:
-                statuses.append(run.advance(shard, resume, on_batch, progress, log))
-    return statuses
+    runs = [ProtocolRun(model, info, inputs.data, resolve(protocol, available=len(inputs.data.x)), config,
+                        attack_factory or build_attack_for, force)
+            for model, info in inputs.models for protocol in inputs.protocols]
+    for run in runs:
+        run.check_replace()
+    return [run.merge(log) if merge else run.advance(shard, resume, on_batch, progress, log) for run in runs]

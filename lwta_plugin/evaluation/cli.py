@@ -12,7 +12,7 @@ import torch
 from ..plots import make_plots
 from ..protocols import EPS, PROTOCOLS
 from .api import evaluate, load_inputs
-from .config import EvaluationConfig, load_config, parse_shard
+from .config import DEFAULT_OUT_DIR, EvaluationConfig, load_config, parse_shard
 from .loading import pair_checkpoints
 from .runner import AttackFactory, build_attack_for
 
@@ -26,7 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Evaluate models with an attack protocol (paper, paper-concrete, adaptive, autoattack-rand, "
                                           "smoke); resumable (rerun the same command after an interruption) and "
                                           "shardable (--shard i/N, then the last shard or --merge assembles). "
-                                          "Writes leaderboard/<dataset>/<threat model>/<model>__<protocol>.json.")
+                                          f"Writes <out-dir>/<dataset>/<threat model>/<model>__<protocol>.json "
+                                          f"(default out-dir: {DEFAULT_OUT_DIR}; the committed leaderboard is "
+                                          "written by the config files that name it, e.g. --config "
+                                          "leaderboard/mnist-smoke.json). A finished entry of another "
+                                          "configuration is never replaced without --force.")
     p.add_argument("--model", action="append", default=None, help="zoo name (repeatable)")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="checkpoint file of an unshipped model (repeatable; paired with --model in order, or the "
@@ -47,7 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-resume", action="store_true", help="discard partial results and start over")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch for every attack")
     p.add_argument("--passes", type=int, default=None, help="predictions per image for scoring (protocol default)")
-    p.add_argument("--out-dir", default=None, help="leaderboard directory (default leaderboard)")
+    p.add_argument("--out-dir", default=None,
+                   help=f"directory of the entries (default: the config file's out_dir, else {DEFAULT_OUT_DIR})")
+    p.add_argument("--force", action="store_true",
+                   help="replace finished entries of another configuration (fewer images, other attacks, seed, "
+                        "checkpoint, ...); without it they are kept and the command stops with an error")
     p.add_argument("--model-dir", default=None, help="RobustBench-style model directory for unshipped checkpoints")
     p.add_argument("--data-root", default=None, help="data root (default: $LWTA_DATA_ROOT, then the offline copies)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -82,7 +90,7 @@ def configs_from_args(args: argparse.Namespace) -> list[EvaluationConfig]:
     models, checkpoints = pair_checkpoints(args.model, args.checkpoint)
     return [EvaluationConfig(models, dataset=args.dataset or "mnist", protocols=args.protocol or ["paper"],
                              attacks=args.attack or (),
-                             n_examples=args.n_examples, seed=args.seed or 0, out_dir=args.out_dir or "leaderboard",
+                             n_examples=args.n_examples, seed=args.seed or 0, out_dir=args.out_dir or DEFAULT_OUT_DIR,
                              threat_model=args.threat_model or "Linf", checkpoints=checkpoints,
                              model_dir=args.model_dir, batch_size=args.batch_size, passes=args.passes,
                              data_root=args.data_root)]
@@ -108,7 +116,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     statuses = []
     for config in configs_from_args(args):
         statuses += evaluate(config, shard=args.shard, resume=not args.no_resume, merge=args.merge,
-                             progress=not args.no_progress, attack_factory=ATTACK_FACTORY)
+                             progress=not args.no_progress, attack_factory=ATTACK_FACTORY, force=args.force)
         if args.plots and not args.merge and (args.shard is None or parse_shard(args.shard)[0] == 0):
             for path in write_plots(config, progress=not args.no_progress):
                 print(f"wrote {path}")

@@ -14,6 +14,9 @@ from ..protocols import EPS, PROTOCOLS, Protocol, check_threat_model, get_protoc
 from ..zoo import available_models
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
+# Where entries go unless told otherwise: not the committed leaderboard/, which only the config files that name it
+# ("out_dir": "leaderboard") write to.
+DEFAULT_OUT_DIR = "runs"
 CONFIG_KEYS = {"format", "description", "dataset", "threat_model", "seed", "out_dir", "runs"}
 RUN_KEYS = {"models", "protocols", "attacks", "out_dir", "n_examples", "batch_size", "passes", "overrides",
             "checkpoints", "seed"}
@@ -55,7 +58,7 @@ class EvaluationConfig:
     attacks: Sequence[str] = ()
     n_examples: int | None = None
     seed: int = 0
-    out_dir: str | os.PathLike[str] = "leaderboard"
+    out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR
     threat_model: str = "Linf"
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     model_dir: str | os.PathLike[str] | None = None
@@ -178,12 +181,12 @@ def read_config_file(path: str | os.PathLike) -> dict:
     """Read an evaluation config file (``leaderboard/mnist-smoke.json`` etc.) and check its structure.
 
     Format: ``{"format": "lwta-plugin/eval-config-1", "description": str, "dataset": "mnist", "seed": 0,
-    "out_dir": "leaderboard", "runs": [{"models": [names] | "shipped", "protocols": [...], "attacks": [keys],
+    "out_dir": "runs", "runs": [{"models": [names] | "shipped", "protocols": [...], "attacks": [keys],
     "n_examples": int,
     "batch_size": int, "passes": int, "overrides": {protocol: {attack: {...}}}, "checkpoints": {name: path},
     "seed": int, "out_dir": str}]}``; every key but ``format`` and ``runs`` (and ``models`` in a run) is optional; a
-    run's ``out_dir`` replaces the file's (e.g. one directory per checkpoint of the same model). Relative
-    checkpoint paths are relative to the working directory."""
+    run's ``out_dir`` replaces the file's (e.g. one directory per checkpoint of the same model); without either,
+    entries go to :data:`DEFAULT_OUT_DIR`. Relative checkpoint paths are relative to the working directory."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -254,7 +257,7 @@ def load_config(path: str | os.PathLike, *, models: Sequence[str] | None = None,
     given = {k: v for k, v in command_line.items() if v is not None}
     cfg = read_config_file(path)
     file_wide = {"dataset": cfg.get("dataset", "mnist"), "threat_model": cfg.get("threat_model", "Linf"),
-                 "out_dir": cfg.get("out_dir", "leaderboard")}
+                 "out_dir": cfg.get("out_dir", DEFAULT_OUT_DIR)}
     dataset = given.get("dataset", file_wide["dataset"])
     configs = []
     for run in cfg["runs"]:

@@ -8,3 +8,7 @@ class EvaluationError(RuntimeError):
 
 class IncompleteRunError(EvaluationError):
     """The state directory does not (yet) hold every task of the run."""
+
+
+class EntryExistsError(EvaluationError):
+    """A finished entry of another configuration is in the way (replace it with ``force=True`` / ``--force``)."""

@@ -39,7 +39,7 @@ from .assembly import (
     timing_record,
 )
 from .config import EvaluationConfig
-from .errors import EvaluationError, IncompleteRunError
+from .errors import EntryExistsError, EvaluationError, IncompleteRunError
 from .loading import EvaluationData, ModelInfo, tensor_sha256, versions
 
 STATE_FORMAT = "lwta-plugin/eval-state-1"
@@ -63,12 +63,13 @@ class ProtocolRun:
     """One model evaluated with one (resolved) protocol; owns the state directory and the entry.
 
     ``config`` supplies the seed, data set, threat model, output directory and reproduction command;
-    ``attack_factory(spec, model)`` builds each task's attack (default :func:`build_attack_for`)."""
+    ``attack_factory(spec, model)`` builds each task's attack (default :func:`build_attack_for`); ``force``: replace
+    a finished entry of another configuration (:meth:`check_replace`)."""
 
     def __init__(self, model: LWTANet, info: ModelInfo, data: EvaluationData, protocol: Protocol,
-                 config: EvaluationConfig, attack_factory: AttackFactory = build_attack_for):
+                 config: EvaluationConfig, attack_factory: AttackFactory = build_attack_for, force: bool = False):
         self.model, self.info, self.x, self.y = model, info, data.x, data.y
-        self.protocol, self.seed, self.attack_factory = protocol, config.seed, attack_factory
+        self.protocol, self.seed, self.attack_factory, self.force = protocol, config.seed, attack_factory, force
         self.path = entry_path(config.out_dir, config.dataset, config.threat_model, info.name, protocol.name)
         self.state_dir = self.path.parent / f".{self.path.stem}.partial"
         self.timing_path = self.path.with_suffix(".timing.json")
@@ -112,6 +113,44 @@ class ProtocolRun:
             return json.loads(self.path.read_text(encoding="utf-8")).get("config_sha256") == self.config_sha256
         except ValueError:
             return False
+
+    def check_replace(self) -> None:
+        """Raise :class:`EntryExistsError` if the entry file exists and was written with another configuration
+        (e.g. fewer images, other attacks, another seed or checkpoint), unless ``force``: a small or different run
+        must never silently replace a finished one. The same configuration (a rerun) is never refused."""
+        if self.force or not self.path.is_file() or self.up_to_date():
+            return
+        try:
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = None
+        reasons = self._differences(old) if isinstance(old, dict) else ["it is not readable JSON"]
+        raise EntryExistsError(
+            f"{self.path} already holds a finished entry of another configuration ({'; '.join(reasons)}); not "
+            "replacing it. To replace it, rerun with --force (Python: evaluate(..., force=True)); to keep it, write "
+            "this run elsewhere with --out-dir (Python: EvaluationConfig(out_dir=...)).")
+
+    def _differences(self, old: dict) -> list[str]:
+        """What makes the existing entry ``old`` another configuration than this run's (for the refusal)."""
+        old_attacks = old.get("attacks") if isinstance(old.get("attacks"), dict) else {}
+        fewer: dict[tuple[int, int], list[str]] = {}
+        for spec in self.protocol.attacks:
+            n_old = (old_attacks.get(spec.key) or {}).get("n_examples")
+            if isinstance(n_old, int) and spec.n_examples < n_old:
+                fewer.setdefault((spec.n_examples, n_old), []).append(spec.key)
+        reasons = [f"{n} images instead of {n_old} ({', '.join(keys)})" for (n, n_old), keys in fewer.items()]
+        dropped = sorted(set(old_attacks) - {s.key for s in self.protocol.attacks})
+        if dropped:
+            reasons.append(f"this run lacks attacks {', '.join(dropped)}")
+        if old.get("seed") != self.seed:
+            reasons.append(f"another seed ({old.get('seed')} -> {self.seed})")
+        if (old.get("checkpoint") or {}).get("sha256") != self.info.sha256:
+            reasons.append("another checkpoint")
+        if not fewer and (old.get("data") or {}).get("sha256") != self.data["sha256"]:  # fewer images: of course
+            reasons.append("other test images")
+        if old.get("versions") != self.state_config["versions"]:
+            reasons.append("other library versions")
+        return reasons or ["other attack settings (config_sha256 differs)"]
 
     def prepare_state(self, resume: bool) -> None:
         """Create the state directory, or check that the existing one belongs to this configuration."""
@@ -311,6 +350,7 @@ class ProtocolRun:
 
     def write(self) -> Path:
         """Assemble, validate and atomically write the entry and timing file; remove the state directory."""
+        self.check_replace()  # again: another process may have written the entry since the run started
         entry, timing = self.assemble()
         validate_entry(entry)
         atomic_write_json(self.path, entry)
