@@ -67,6 +67,9 @@ def plot(points: list[tuple[int, dict]], paper_pgd: float, path: Path) -> Path:
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=title)
     ax.axhline(100 * paper_pgd, ls="--", color="grey", lw=1, label=f"paper, PGD ({100 * paper_pgd:.1f} %)")
     ax.set_xscale("log")
+    epochs = [e for e, _ in points]
+    ax.set_xticks(epochs, [str(e) for e in epochs])
+    ax.minorticks_off()
     ax.set_xlabel("training epochs (one 30-epoch run; log scale)")
     ax.set_ylabel("accuracy (%), 95 % interval")
     ax.set_ylim(-2, 102)
