@@ -88,6 +88,13 @@ def describe(model: LWTANet) -> str:
                  f"averaging S = {model.samples} passes (the paper's rule)." if model.stochastic else
                  "Deterministic at test time.")
     parts.append(f"Architecture family of {CITATION}.")
+    if cfg.variant == "refcode":
+        parts.insert(0, "**Reproduction model, not the paper's math.** This `_refcode` variant computes what the "
+                        "authors' code computes where it differs from the paper (z tiled over the units, dense "
+                        "stick-breaking over the input axis, one-term Bernoulli KL, the code's KL scaling, "
+                        "initialisation and clipping; `docs/differences.md`, reproduction mode). It exists to "
+                        "test whether the authors' numbers come from their code; use the model without the suffix "
+                        "for anything else.")
     return " ".join(parts)
 
 
