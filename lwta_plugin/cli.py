@@ -13,6 +13,7 @@ from collections.abc import Callable
 from . import cards, leaderboard, plots, ship, train, verify
 from .evaluation import cli as evaluation_cli
 from .evaluation.errors import EvaluationError
+from .io import LockHeldError
 from .models import list_models
 
 
@@ -33,7 +34,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
     plots.add_parser, cards.add_parser, ship.add_parser)
 
 # Exceptions whose message is the whole story: printed without a traceback, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, EvaluationError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, EvaluationError, LockHeldError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -394,6 +394,65 @@ def test_resume_refuses_another_configuration(tmp_path, ckpt, reference):
     assert entry_file(tmp_path).read_bytes() == reference
 
 
+def test_records_of_another_configuration_are_never_adopted(tmp_path, ckpt):
+    """A process of another seed that goes on writing into the state directory (after a rerun with --no-resume
+    replaced it) leaves records behind: they are bound to their run's config_sha256, so a later run of the new
+    seed runs those batches again instead of mixing two seeds under one configuration."""
+    few = {"attacks": ["clean", "pgd", "cw"]}  # 6 tasks
+    clean_run = tmp_path / "clean"
+    _evaluate(clean_run, ckpt, seed=1, **few)
+    out = tmp_path / "mixed"
+    state = entry_file(out).parent / f".{NAME}__smoke.partial"
+    with pytest.raises(Stop):
+        _evaluate(out, ckpt, seed=0, on_batch=stop_after(4), **few)
+    seed0 = {p.relative_to(state): p.read_bytes() for p in state.glob("*/*.json")}
+    assert len(seed0) == 4
+    with pytest.raises(Stop):
+        _evaluate(out, ckpt, seed=1, resume=False, on_batch=stop_after(1), **few)
+    for rel, data in seed0.items():  # the seed-0 process, still running, finishes its batches
+        (state / rel).parent.mkdir(exist_ok=True)
+        (state / rel).write_bytes(data)
+    rerun = stop_after(10**6)
+    assert _evaluate(out, ckpt, seed=1, on_batch=rerun, **few)[0]["status"] == "written"
+    assert len(rerun.calls) == 6  # the seed-0 records (one of them over seed 1's only one) were all redone
+    assert entry_file(out).read_bytes() == entry_file(clean_run).read_bytes()
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, b"process %d (lwta evaluate --seed 0)" % os.getpid())
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_live_process_on_the_state_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, ckpt):
+    """While another process works on an entry's state (its lock file is held), a second evaluation into the same
+    output directory stops at once naming the lock and the holder; once that process is gone (killed: its lock
+    file stays behind), the lock is taken over and the run goes through."""
+    from lwta_plugin.io import LockHeldError
+
+    lock = entry_file(tmp_path).parent / f".{NAME}__smoke.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        hook = stop_after(10**6)
+        for kw in ({}, {"resume": False}, {"shard": "0/2"}, {"merge": True}):
+            with pytest.raises(LockHeldError) as e:
+                _evaluate(tmp_path, ckpt, seed=1, on_batch=hook, attacks=["clean", "pgd"], **kw)
+            assert str(lock) in str(e.value) and f"process {holder.pid} (lwta evaluate --seed 0)" in str(e.value)
+        assert hook.calls == [] and not (lock.parent / f".{NAME}__smoke.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.is_file()  # left behind by the killed process
+    assert _evaluate(tmp_path, ckpt, seed=1, attacks=["clean", "pgd"])[0]["status"] == "written"
+    assert not lock.exists()  # the last holder removes it
+
+
 def test_finished_entry_is_not_replaced_by_another_configuration(tmp_path, ckpt, reference):
     """A smaller run (or another seed, or fewer attacks) never silently replaces a finished entry: it stops before
     any work, names the file and says how to proceed; ``force=True`` replaces it. Reruns stay up to date."""
