@@ -384,6 +384,29 @@ def check_threat_model(protocol: Protocol, eps: float) -> None:
                              f"model (L-inf eps {eps:g}); a bounded attack may use at most that eps")
 
 
+_OVERRIDE_MINIMUM = {"n_examples": 1, "batch_size": 1, "start": 0}
+
+
+def check_override(protocol: str, key: str, override: Any) -> dict[str, Any]:
+    """An attack's override ({"n_examples": int >= 1, "batch_size": int >= 1, "start": int >= 0, "params":
+    {name: value}}), checked; ValueError naming the protocol, attack and field otherwise."""
+    where = f"override of protocol {protocol!r}, attack {key!r}"
+    if not isinstance(override, dict):
+        raise ValueError(f"{where} must be an object of fields, got {override!r}")  # noqa: TRY004 (a bad config)
+    bad = set(override) - {"n_examples", "params", "batch_size", "start"}
+    if bad:
+        raise ValueError(f"{where} has unknown fields {sorted(bad)}; allowed: n_examples, params, batch_size, start")
+    for name, low in _OVERRIDE_MINIMUM.items():
+        value = override.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    params = override.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ValueError(f"{where}: params must be an object of hyperparameters (e.g. {{\"steps\": 50}}), got "
+                         f"{params!r}")
+    return dict(override)
+
+
 def resolve(protocol: Protocol, n_examples: int | None = None, available: int | None = None,
             batch_size: int | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             passes: int | None = None) -> Protocol:
@@ -393,6 +416,9 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
         raise ValueError(f"n_examples must be >= 1, got {n_examples}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"overrides of protocol {protocol.name!r} must map attack keys to settings, got "
+                         f"{overrides!r}")
     overrides = dict(overrides or {})
     unknown = set(overrides) - {a.key for a in protocol.attacks}
     if unknown:
@@ -400,11 +426,7 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
                          f"({[a.key for a in protocol.attacks]})")
     specs = []
     for spec in protocol.attacks:
-        ov = dict(overrides.get(spec.key, {}))
-        bad = set(ov) - {"n_examples", "params", "batch_size", "start"}
-        if bad:
-            raise ValueError(f"override for {spec.key!r} has unknown fields {sorted(bad)}; allowed: n_examples, "
-                             "params, batch_size, start")
+        ov = check_override(protocol.name, spec.key, overrides.get(spec.key, {}))
         n = int(ov.get("n_examples", spec.n_examples))
         if n_examples is not None:
             n = min(n, n_examples)

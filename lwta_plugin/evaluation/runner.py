@@ -195,6 +195,18 @@ class ProtocolRun:
         else:
             atomic_write_json(cfg_path, self.state_config)
 
+    def check_attacks(self) -> None:
+        """Build every attack once before the first batch: hyperparameters that an attack refuses (e.g. a config
+        override of its params) or an eps outside the threat model fail now, not hours into the run."""
+        for spec in self.protocol.attacks:
+            if spec.kind != "adversarial":
+                continue
+            try:
+                attack = self.attack_factory(spec, self.model)
+            except ValueError as e:
+                raise ValueError(f"protocol {self.protocol.name!r}, attack {spec.key!r}: {e}") from None
+            self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
+
     def run_task(self, spec: AttackSpec, b: int) -> dict:
         """Run one batch of one attack (seeded from its identity only) and return its record.
 
