@@ -397,7 +397,8 @@ def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_t
     otherwise the offline copy (see :mod:`lwta_plugin.data`)."""
     from .data import load_tensors
 
-    return load_tensors("mnist", "test", root=data_dir, limit=n_examples)
+    root = data_dir if data_dir and Path(data_dir).is_dir() else None  # RobustBench's default ./data may not exist
+    return load_tensors("mnist", "test", root=root, limit=n_examples)
 
 
 def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_models: list[enum.Enum]) -> None:

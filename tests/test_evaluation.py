@@ -418,6 +418,22 @@ def test_records_of_another_configuration_are_never_adopted(tmp_path, ckpt):
     assert entry_file(out).read_bytes() == entry_file(clean_run).read_bytes()
 
 
+def test_corrupt_state_files_are_named(tmp_path, ckpt):
+    """A damaged config.json or task record of the state directory: the error names the file and the way out."""
+    few = {"attacks": ["clean", "pgd"]}
+    with pytest.raises(Stop):
+        _evaluate(tmp_path, ckpt, on_batch=stop_after(2), **few)
+    state = entry_file(tmp_path).parent / f".{NAME}__smoke.partial"
+    record = next(iter(sorted(state.glob("*/*.json"))))
+    record.write_text('{"attack": ')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(record))} is not valid JSON .*delete it and rerun"):
+        _evaluate(tmp_path, ckpt, **few)
+    (state / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(state / 'config.json'))} is not valid JSON .*--no-resume"):
+        _evaluate(tmp_path, ckpt, **few)
+    assert _evaluate(tmp_path, ckpt, resume=False, **few)[0]["status"] == "written"
+
+
 _HOLD_LOCK = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
