@@ -17,7 +17,7 @@ from typing import Any
 
 from .attacks.indicators import from_results
 from .paper import paper_rows, paper_value, row_reference
-from .protocols import EPS, EPS_TEXT, get_protocol
+from .protocols import EPS, EPS_TEXT, eot_samples_of, get_protocol
 from .statistics import decode_counts, summarize_counts, worst_case
 
 COMBINE_INTO = "adaptive"
@@ -215,6 +215,8 @@ def check_figures(entry: dict) -> None:
     for key, r in results.items():
         counts = decode_counts(r["per_example_correct"])
         _compare_summary(f"attacks/{key}", {k: r[k] for k in _SUMMARY}, summarize_counts(counts, passes))
+        _compare(f"attacks/{key}/eot_samples", r["eot_samples"], eot_samples_of(r["hyperparameters"]),
+                 "its hyperparameters")
         check_attack_eps(key, r, eps)
     _compare("clean_acc", entry["clean_acc"], pct(results["clean"]["mean"]), "the clean result")
     _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps))

@@ -343,6 +343,27 @@ def test_attacks_outside_the_threat_model_never_count_as_robust(tmp_path, ckpt):
         _evaluate(tmp_path / "more", ckpt, protocol="paper", attack_factory=claims_more)
 
 
+def test_an_override_of_the_eot_samples_is_what_the_entry_reports(tmp_path, ckpt):
+    """eot_samples has one source, the attack's params (eot_iter for APGD): a config override of them shows up in
+    the entry, its footnote and the rendered leaderboard; an entry whose eot_samples disagrees with its recorded
+    hyperparameters is refused."""
+    from lwta_plugin.leaderboard import render_markdown
+
+    overrides = {"adaptive": {"eot_pgd": {"params": {"eot_samples": 3}}, "apgd_rand": {"params": {"eot_iter": 5}}}}
+    _evaluate(tmp_path, ckpt, protocol="adaptive", attacks=["clean", "eot_pgd", "apgd_rand"], overrides=overrides)
+    entry = json.loads(entry_file(tmp_path, "adaptive").read_text())
+    assert entry["attacks"]["eot_pgd"]["eot_samples"] == 3 and entry["attacks"]["apgd_rand"]["eot_samples"] == 5
+    assert entry["attacks"]["eot_pgd"]["hyperparameters"]["eot_samples"] == 3
+    assert "(APGD-CE + APGD-DLR, EOT 5," in entry["footnote"]
+    md = render_markdown([entry])
+    assert "; EOT 3" in md and "; EOT 5" in md and "; EOT 20" not in md  # (the descriptions are the protocol's)
+    forged = copy.deepcopy(entry)
+    forged["attacks"]["eot_pgd"]["eot_samples"] = 20
+    with pytest.raises(ValueError, match=r"field 'attacks/eot_pgd/eot_samples': stored 20, but its hyperparameters "
+                                         r"give 3"):
+        validate_entry(forged)
+
+
 def test_entries_outside_the_threat_model_are_refused(tmp_path, ckpt):
     _evaluate(tmp_path, ckpt, protocol="paper")
     entry = json.loads(entry_file(tmp_path, "paper").read_text())
