@@ -75,6 +75,9 @@ def validate_entry(entry: Any) -> None:
                              f"n_examples = {res['n_examples']}")
         if max(decode_counts(res["per_example_correct"]), default=0) > res["passes"]:
             raise ValueError(f"attack {key!r}: a per-example count exceeds passes = {res['passes']}")
+        if "path_adversarial" in res and len(res["path_adversarial"]) != res["n_examples"]:
+            raise ValueError(f"attack {key!r}: path_adversarial has {len(res['path_adversarial'])} digits for "
+                             f"n_examples = {res['n_examples']}")
     check_figures(entry)
 
 

@@ -364,6 +364,41 @@ def test_an_override_of_the_eot_samples_is_what_the_entry_reports(tmp_path, ckpt
         validate_entry(forged)
 
 
+def test_silent_success_reaches_the_entry(tmp_path):
+    """Each attack's own account of its path (``last_info["path_adversarial"]``) is recorded in the entry, per
+    attack, and the silent_success indicator fires from it in the evaluation: here an attack that met an adversarial
+    point for every image but returns the clean ones, which a deterministic model classifies correctly."""
+    from lwta_plugin import zoo
+
+    relu = make_checkpoint(tmp_path / "relu.pt", "relu_softmax")
+    x, _ = make_data()
+    with torch.no_grad():
+        y = zoo.load_model("relu_softmax", checkpoint=relu)(x).argmax(1)  # every clean image classified correctly
+
+    def forgetful(spec, model):
+        def attack(xb, yb):
+            attack.last_info = {"path_adversarial": torch.ones(len(xb), dtype=torch.bool)}
+            return xb.clone()
+
+        attack.hparams, attack.last_info = dict(spec.params), {}
+        return attack
+
+    _evaluate(tmp_path, relu, protocol="paper", name="relu_softmax", attacks=["clean", "pgd"], data=(x, y),
+              attack_factory=forgetful)
+    entry = json.loads(entry_file(tmp_path, "paper", "relu_softmax").read_text())
+    validate_entry(entry)
+    assert entry["attacks"]["pgd"]["path_adversarial"] == "111111" and "path_adversarial" not in entry["attacks"][
+        "clean"]
+    (silent,) = [i for i in entry["indicators"] if i["name"] == "silent_success"]
+    assert silent["fired"] and silent["silent"] == {"pgd": 6} and silent["value"] == 1.0
+    assert entry["unreliable"] and "silent_success (adversarial on the attack path" in entry["footnote"]
+    for path, message in (("000000", "field 'indicators'"), ("11111", "path_adversarial has 5 digits")):
+        forged = copy.deepcopy(entry)
+        forged["attacks"]["pgd"]["path_adversarial"] = path
+        with pytest.raises(ValueError, match=re.escape(message)):
+            validate_entry(forged)
+
+
 def test_entries_outside_the_threat_model_are_refused(tmp_path, ckpt):
     _evaluate(tmp_path, ckpt, protocol="paper")
     entry = json.loads(entry_file(tmp_path, "paper").read_text())
@@ -690,6 +725,11 @@ def test_real_smoke_protocol(tmp_path, ckpt):
                 assert r["perturbation"]["linf_max"] <= 0.3 + 1e-5, key
     assert entry["attacks"]["apgd_rand"]["hyperparameters"]["eot_iter"] == 2
     assert all({"name", "fired", "detail"} <= set(i) for i in entry["indicators"])
+    # the attacks' last_info reaches the entry: the silent_success indicator runs in real evaluations
+    recorded = {k for k, r in entry["attacks"].items() if "path_adversarial" in r}
+    assert {"pgd", "eot_pgd", "eot_pgd_margin", "apgd_rand", "bpda", "transfer", "cw"} <= recorded
+    (silent,) = [i for i in entry["indicators"] if i["name"] == "silent_success"]
+    assert silent["attacks"] == sorted(recorded) and set(silent["silent"]) == recorded
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -60,6 +60,16 @@ def build_attack_for(spec: AttackSpec, model: LWTANet) -> AttackFn:
         raise ValueError(f"cannot build attack {spec.attack!r} with parameters {spec.params}: {e}") from None
 
 
+def _path_adversarial(attack: Any, n: int) -> str | None:
+    """Which of the ``n`` images the attack met an adversarial point for on its path (its
+    ``last_info["path_adversarial"]``), one ``0``/``1`` each; None if it does not say."""
+    info = getattr(attack, "last_info", None)
+    path = info.get("path_adversarial") if isinstance(info, dict) else None
+    if not isinstance(path, torch.Tensor) or path.shape != (n,):
+        return None
+    return "".join("1" if v else "0" for v in path.bool().tolist())
+
+
 class ProtocolRun:
     """One model evaluated with one (resolved) protocol; owns the state directory and the entry.
 
@@ -258,6 +268,9 @@ class ProtocolRun:
             limit = self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
             xa = self._attack(spec, attack, xb, target, limit)
         record["hyperparameters"] = jsonable(getattr(attack, "hparams", spec.params))
+        path = _path_adversarial(attack, len(xb))
+        if path is not None and spec.labels == "true":  # against predicted labels it says nothing about accuracy
+            record["path_adversarial"] = path
         d = (xa - xb).flatten(1)
         record["linf"] = [round_stat(v) for v in d.abs().amax(1).tolist()]
         record["l2"] = [round_stat(v) for v in d.norm(dim=1).tolist()]
