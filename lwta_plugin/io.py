@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,15 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
+LOCK_PATIENCE = 0.5  # seconds: a holder that is only releasing the lock (a moment of LOCK_EX) is waited for
+
+
 def _open_locked(path: Path, flags: int, what: str) -> int:
-    """Open ``path`` (created if needed) and flock it without waiting; LockHeldError naming its holder if that
-    fails. Retries when the file was removed or replaced by its last holder in between."""
+    """Open ``path`` (created if needed) and flock it, waiting at most :data:`LOCK_PATIENCE`; LockHeldError naming
+    its holder if that fails. Retries when the file was removed or replaced by its last holder in between."""
     import fcntl
 
+    deadline = time.monotonic() + LOCK_PATIENCE
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
@@ -139,6 +144,9 @@ def _open_locked(path: Path, flags: int, what: str) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise LockHeldError(f"{what} is in use: lock {path} is held by {holder}. Wait for that process to "
                                 "finish or stop it, then rerun (a lock left by a process that died is taken over "
                                 "automatically)") from None
