@@ -13,6 +13,7 @@ from collections.abc import Callable
 from . import cards, leaderboard, plots, ship, train, verify
 from .evaluation import cli as evaluation_cli
 from .evaluation.errors import EvaluationError
+from .io import LockHeldError
 from .models import list_models
 
 
@@ -33,7 +34,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
     plots.add_parser, cards.add_parser, ship.add_parser)
 
 # Exceptions whose message is the whole story: printed without a traceback, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, EvaluationError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, EvaluationError, LockHeldError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"lwta: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only or missing directory: the path and the reason, no traceback
+        print(f"lwta: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line naming the file and the reason (``str(e)`` of an OSError without a file name has neither)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename is None:
+        return reason
+    where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 is not None else "")
+    return reason if where in reason else f"{where}: {reason}"
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ RobustBench resolves ``load_model(model_name, model_dir, dataset, threat_model)`
    ``gdrive_id`` is a sentinel ``lwta-plugin:<dataset>/<name>`` that the patched
    ``robustbench.utils.download_gdrive_new`` resolves by copying the sha256-verified checkpoint from the weight
    store to RobustBench's path (never downloading), and the entry's factory builds the architecture with
-   validation and ``S``.
+   validation and ``S``. A file already at that path is loaded by RobustBench without asking the plugin, so the
+   architecture refuses weights other than the shipped ones (the manifest's ``state_sha256``).
 4. **Data.** ``robustbench.data`` gets an offline MNIST test-set loader (via :mod:`lwta_plugin.data`) and
    ``DATASET_CLASSES[mnist] = 10``, so ``benchmark(..., dataset='mnist')`` works for deterministic models.
    ``benchmark()`` refuses random models (see above for why and what to run instead).
@@ -349,10 +350,12 @@ class _PluginNames(OrderedDict):
 
 
 def _robustbench_factory(name: str, dataset: str) -> Any:
-    """Architecture for RobustBench's own loader (used by references to its original ``load_model``)."""
+    """Architecture for RobustBench's own loader (used by references to its original ``load_model``). That loader
+    reads ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` itself when the file is already there (no copy from
+    the store, no sha256 check), so the architecture checks the weights it is given against the weight manifest."""
     from .zoo import prepared_architecture
 
-    return prepared_architecture(name, dataset)
+    return prepared_architecture(name, dataset, verify_shipped=True)
 
 
 def _robustbench_download_hook(original):
@@ -397,7 +400,8 @@ def _load_mnist_for_robustbench(n_examples=None, data_dir="./data", transforms_t
     otherwise the offline copy (see :mod:`lwta_plugin.data`)."""
     from .data import load_tensors
 
-    return load_tensors("mnist", "test", root=data_dir, limit=n_examples)
+    root = data_dir if data_dir and Path(data_dir).is_dir() else None  # RobustBench's default ./data may not exist
+    return load_tensors("mnist", "test", root=root, limit=n_examples)
 
 
 def _add_entries(model_dicts: dict, datasets: dict[str, enum.Enum], threat_models: list[enum.Enum]) -> None:

@@ -12,7 +12,8 @@ Sources, in order (first hit wins):
 * CIFAR-10: torchvision's ``CIFAR10`` on a local root (``cifar-10-batches-py``); downloads only with
   ``download=True``.
 
-Decoded images are cached in memory per process (and as uint8 ``.npz`` in ``$LWTA_CACHE_DIR`` or
+A data root that is given (``root=`` or ``$LWTA_DATA_ROOT``) must be an existing directory: a mistyped one is an
+error, never a silent fall-back to another copy. Decoded images are cached in memory per process (and as uint8 ``.npz`` in ``$LWTA_CACHE_DIR`` or
 ``~/.cache/lwta-plugin`` so later processes skip the slow unpickling).
 """
 from __future__ import annotations
@@ -183,6 +184,11 @@ def _disk_cached(key: str, source: Path, read) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _load_uint8(dataset: str, split: str, root: str | None, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     r = Path(root) if root else None
+    if r is not None and not r.is_dir() and not download:  # a typo must not fall back to another copy unnoticed
+        what = "does not exist" if not r.exists() else "is not a directory"
+        raise DatasetNotAvailableError(f"{dataset} {split} split not found: the data root {r} {what} (a data root "
+                                       "that is not there is never replaced by another copy); give an existing "
+                                       f"directory, or no root to use the offline copy. {_HOW_TO[dataset]}")
     if dataset == "cifar10":
         if r is None:
             raise DatasetNotAvailableError(f"CIFAR-10 needs a data root; {_HOW_TO['cifar10']}")

@@ -23,13 +23,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .figures import check_combined, check_figures, pct
+from .figures import FORMAT, FORMATS, check_combined, check_figures, pct
 from .statistics import decode_counts
 
-__all__ = ["ENTRY_NAME", "FORMAT", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
+__all__ = ["ENTRY_NAME", "FORMAT", "FORMATS", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
            "find_entries", "is_entry_path", "load_entries", "load_schema", "pct", "read_entry", "validate_entry"]
 
-FORMAT = "lwta-plugin/leaderboard-entry-1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
 ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
 
@@ -75,6 +74,9 @@ def validate_entry(entry: Any) -> None:
                              f"n_examples = {res['n_examples']}")
         if max(decode_counts(res["per_example_correct"]), default=0) > res["passes"]:
             raise ValueError(f"attack {key!r}: a per-example count exceeds passes = {res['passes']}")
+        if "path_adversarial" in res and len(res["path_adversarial"]) != res["n_examples"]:
+            raise ValueError(f"attack {key!r}: path_adversarial has {len(res['path_adversarial'])} digits for "
+                             f"n_examples = {res['n_examples']}")
     check_figures(entry)
 
 

@@ -82,7 +82,9 @@ class AttackSpec:
     bounded attack's eps may be lowered (config overrides; it is then reported outside the worst case), never raised
     above the threat model's (:func:`check_threat_model`).
     attack_samples: ``model.samples`` while the attack runs (1 = one stochastic pass per model call, as the paper's
-    attacks; EOT attacks average their own samples). eot_samples: gradient samples per step (recorded).
+    attacks; EOT attacks average their own samples). :attr:`eot_samples` (gradient samples per step, recorded) is
+    not a field but read from ``params`` (:func:`eot_samples_of`), so that an override of the params is what the
+    entry and the leaderboard report.
 
     The last four fields reproduce the authors' evaluation (protocol ``paper-literal`` and the ``ladder``); at their
     defaults they are not recorded, so the entries of the other protocols do not mention them.
@@ -102,19 +104,32 @@ class AttackSpec:
     batch_size: int = 100
     bounded: bool = True
     attack_samples: int = 1
-    eot_samples: int = 1
     description: str = ""
     start: int = 0
     labels: Labels = "true"
     sampling: str | None = None
     score_samples: int | None = None
 
+    @property
+    def eot_samples(self) -> int:
+        """Gradient samples per attack step, from ``params`` (:func:`eot_samples_of`)."""
+        return eot_samples_of(self.params)
+
     def to_dict(self) -> dict[str, Any]:
         d = copy.deepcopy(asdict(self))
+        d["eot_samples"] = self.eot_samples  # recorded as when it was a field: the config hashes stay the same
         for name, default in _OPTIONAL_FIELDS.items():
             if d[name] == default:
                 del d[name]  # entries written before these fields existed hash and read the same
         return d
+
+
+def eot_samples_of(hyperparameters: Any) -> int:
+    """The EOT samples per step an attack runs with: its ``eot_samples`` hyperparameter (``eot_iter`` for APGD),
+    1 without either (one stochastic pass per gradient)."""
+    hp = hyperparameters if isinstance(hyperparameters, dict) else {}
+    value = hp.get("eot_samples", hp.get("eot_iter", 1))
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
 
 _OPTIONAL_FIELDS: dict[str, Any] = {"start": 0, "labels": "true", "sampling": None, "score_samples": None}
@@ -240,7 +255,7 @@ def _ladder(dataset: str) -> list[AttackSpec]:
         AttackSpec("exact_sampler", "adversarial", "torchattacks_pgd", dict(best), **here,
                    description="rung 4: the exact test-time sampler (the paper's text) instead of the "
                                "temperature-0.01 one, for the attack and the scoring"),
-        AttackSpec("eot20", "adversarial", "torchattacks_pgd", dict(best, eot_samples=20), eot_samples=20, **here,
+        AttackSpec("eot20", "adversarial", "torchattacks_pgd", dict(best, eot_samples=20), **here,
                    description="rung 5: EOT, every gradient that of the prediction averaged over 20 draws"),
     ]
 
@@ -254,22 +269,22 @@ def _adaptive(dataset: str) -> list[AttackSpec]:
                    description="one-step sanity check (must be weaker than the iterative attacks)"),
         AttackSpec("noise", "adversarial", "noise", {"eps": eps}, n_examples=FULL, batch_size=250,
                    description="uniform noise in the eps-ball (sanity check: must be weaker than gradient attacks)"),
-        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(eot, eot_samples=20, loss="ce"), eot_samples=20,
+        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(eot, eot_samples=20, loss="ce"),
                    description="PGD on the EOT (20-sample) expected cross-entropy of the decoded logits"),
         AttackSpec("eot_pgd_2x", "adversarial", "eot_pgd", dict(eot, steps=200, eot_samples=40, loss="ce"),
-                   n_examples=ITERATIVE // 5, eot_samples=40,
+                   n_examples=ITERATIVE // 5,
                    description="EOT-PGD with twice the steps and EOT samples, on the first images of eot_pgd: the "
                                "convergence check (attack_not_converged fires if it is significantly stronger)"),
-        AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(eot, eot_samples=20), eot_samples=20,
+        AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(eot, eot_samples=20),
                    description="EOT-PGD with a margin loss on the raw (pre-activation, pre-log-ReLU) codeword "
                                "correlations (Tramer et al. 2020, section 5.6)"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 100, "eot_iter": 20,
-                                                             "n_restarts": 1}, eot_samples=20,
+                                                             "n_restarts": 1},
                    description="APGD-CE then APGD-DLR, EOT 20, 1 restart (AutoAttack version 'rand')"),
         AttackSpec("transfer", "adversarial", "transfer", {"eps": eps, "alpha": step, "steps": 100,
                                                            "surrogate": "expected"},
                    description="PGD on the deterministic expected-value surrogate, transferred to the random model"),
-        AttackSpec("bpda", "adversarial", "bpda", dict(eot, eot_samples=20), eot_samples=20,
+        AttackSpec("bpda", "adversarial", "bpda", dict(eot, eot_samples=20),
                    description="BPDA: straight-through gradients through the sampled winners, EOT 20"),
     ]
 
@@ -292,17 +307,17 @@ def _smoke(dataset: str) -> list[AttackSpec]:
         AttackSpec("fgsm", "adversarial", "fgsm", {"eps": eps}, **small, description="FGSM (one step)"),
         AttackSpec("noise", "adversarial", "noise", {"eps": eps}, **small,
                    description="uniform noise in the eps-ball"),
-        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(tiny, eot_samples=2, loss="ce"), eot_samples=2, **small,
+        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(tiny, eot_samples=2, loss="ce"), **small,
                    description=tag + "EOT-PGD, cross-entropy"),
         AttackSpec("eot_pgd_2x", "adversarial", "eot_pgd", dict(tiny, steps=4, eot_samples=4, loss="ce"),
-                   eot_samples=4, **small, description=tag + "EOT-PGD with twice the budget (convergence check)"),
-        AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(tiny, eot_samples=2), eot_samples=2,
+                   **small, description=tag + "EOT-PGD with twice the budget (convergence check)"),
+        AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(tiny, eot_samples=2),
                    **small, description=tag + "EOT-PGD, margin loss on the raw codeword correlations"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 2, "eot_iter": 2, "n_restarts": 1},
-                   eot_samples=2, **small, description=tag + "APGD-CE then APGD-DLR with EOT"),
+                   **small, description=tag + "APGD-CE then APGD-DLR with EOT"),
         AttackSpec("transfer", "adversarial", "transfer", dict(tiny, surrogate="expected"), **small,
                    description=tag + "PGD on the expected-value surrogate, transferred"),
-        AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), eot_samples=2, **small,
+        AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), **small,
                    description=tag + "BPDA (straight-through winner gradients) with EOT"),
     ]
 
@@ -384,6 +399,29 @@ def check_threat_model(protocol: Protocol, eps: float) -> None:
                              f"model (L-inf eps {eps:g}); a bounded attack may use at most that eps")
 
 
+_OVERRIDE_MINIMUM = {"n_examples": 1, "batch_size": 1, "start": 0}
+
+
+def check_override(protocol: str, key: str, override: Any) -> dict[str, Any]:
+    """An attack's override ({"n_examples": int >= 1, "batch_size": int >= 1, "start": int >= 0, "params":
+    {name: value}}), checked; ValueError naming the protocol, attack and field otherwise."""
+    where = f"override of protocol {protocol!r}, attack {key!r}"
+    if not isinstance(override, dict):
+        raise ValueError(f"{where} must be an object of fields, got {override!r}")  # noqa: TRY004 (a bad config)
+    bad = set(override) - {"n_examples", "params", "batch_size", "start"}
+    if bad:
+        raise ValueError(f"{where} has unknown fields {sorted(bad)}; allowed: n_examples, params, batch_size, start")
+    for name, low in _OVERRIDE_MINIMUM.items():
+        value = override.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    params = override.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ValueError(f"{where}: params must be an object of hyperparameters (e.g. {{\"steps\": 50}}), got "
+                         f"{params!r}")
+    return dict(override)
+
+
 def resolve(protocol: Protocol, n_examples: int | None = None, available: int | None = None,
             batch_size: int | None = None, overrides: dict[str, dict[str, Any]] | None = None,
             passes: int | None = None) -> Protocol:
@@ -393,6 +431,9 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
         raise ValueError(f"n_examples must be >= 1, got {n_examples}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"overrides of protocol {protocol.name!r} must map attack keys to settings, got "
+                         f"{overrides!r}")
     overrides = dict(overrides or {})
     unknown = set(overrides) - {a.key for a in protocol.attacks}
     if unknown:
@@ -400,11 +441,7 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
                          f"({[a.key for a in protocol.attacks]})")
     specs = []
     for spec in protocol.attacks:
-        ov = dict(overrides.get(spec.key, {}))
-        bad = set(ov) - {"n_examples", "params", "batch_size", "start"}
-        if bad:
-            raise ValueError(f"override for {spec.key!r} has unknown fields {sorted(bad)}; allowed: n_examples, "
-                             "params, batch_size, start")
+        ov = check_override(protocol.name, spec.key, overrides.get(spec.key, {}))
         n = int(ov.get("n_examples", spec.n_examples))
         if n_examples is not None:
             n = min(n, n_examples)

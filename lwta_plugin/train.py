@@ -393,6 +393,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return t
 
 
+def interrupted_message(out: Path) -> str:
+    """The line ``lwta train`` prints when interrupted (Ctrl-C): where the finished epochs are, how to resume."""
+    last = out.with_suffix(".last.pt")
+    if last.is_file():
+        return (f"lwta: interrupted; the state after the last finished epoch is in {last}: rerun the same command "
+                "to resume from there")
+    return "lwta: interrupted before the first epoch finished (nothing saved); rerun the same command to start again"
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Run ``lwta train``; the checkpoint records the command line (``args.argv``: the arguments after ``train``,
     set by :func:`lwta_plugin.cli.main`; ``sys.argv`` if absent)."""
@@ -404,7 +413,11 @@ def train_command(args: argparse.Namespace) -> int:
                       threads=args.threads, data_root=args.data_root, noise_std=args.noise_std,
                       keep_epochs=args.keep_epochs, extra={"command": command})
     out = args.out or f"runs/{args.model}_{args.dataset}_s{args.seed}.pt"
-    metrics = train(cfg, out, progress=not args.no_progress)
+    try:
+        metrics = train(cfg, out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(interrupted_message(Path(out)), file=sys.stderr)
+        return 130
     print(f"test accuracy ({metrics['n_test']} images): 1 pass {metrics['test_acc_1pass']:.4f}, "
           f"{cfg.eval_samples}-sample average {metrics[f'test_acc_{cfg.eval_samples}samples']:.4f}")
     return 0

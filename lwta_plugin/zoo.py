@@ -76,7 +76,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, state_sha256
 from .io import atomic_write, atomic_write_json, directory_lock, sha256_file
 from .models import ARCH_DATASETS, LWTANet, create_model, list_models
 from .validation import enable_input_validation
@@ -356,10 +356,44 @@ def load_model(model_name: str, model_dir: str | os.PathLike | None = "./models"
     return _prepare(model, S, dataset)
 
 
-def prepared_architecture(model_name: str, dataset: str = "mnist") -> LWTANet:
+def prepared_architecture(model_name: str, dataset: str = "mnist", *, verify_shipped: bool = False) -> LWTANet:
     """The untrained architecture, prepared as :func:`load_model` prepares a loaded model (eval mode, input
-    validation, the default S): for loaders that fill in the weights themselves."""
-    return _prepare(create_model(model_name, dataset), get_default_samples(), dataset)
+    validation, the default S): for loaders that fill in the weights themselves.
+
+    ``verify_shipped``: the first ``load_state_dict`` into it must bring the shipped weights of that model (the
+    manifest's ``state_sha256``; :func:`verify_shipped_state`), whichever file they were read from."""
+    model = _prepare(create_model(model_name, dataset), get_default_samples(), dataset)
+    if verify_shipped:
+        handle = None
+
+        def check(module: Any, state: dict, prefix: str, *_: Any) -> None:
+            if prefix == "":  # the whole state dict, once, at the root
+                verify_shipped_state(state, model_name, dataset)
+                handle.remove()  # later loads (fine-tuning, ...) are the caller's business
+
+        handle = model.register_load_state_dict_pre_hook(check)
+    return model
+
+
+def verify_shipped_state(state: dict[str, torch.Tensor], model_name: str, dataset: str, *,
+                         store: str | os.PathLike | None = None) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds the shipped weights of ``dataset/model_name`` (their
+    hash in the weight manifest); a model the store does not ship has none to compare with. For loaders that read a checkpoint file themselves, e.g. RobustBench's own
+    ``load_model``, which loads a file already present in its ``model_dir`` without asking the plugin."""
+    entry = read_manifest(store)["models"].get(f"{dataset}/{model_name}")
+    if entry is None:  # not shipped: no published weights to compare with (as a model_dir file in load_model)
+        return
+    try:
+        actual = state_sha256(state)
+    except (TypeError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"the weights loaded for {dataset}/{model_name} are not a state dict of tensors "
+                              f"({type(e).__name__}: {e})") from None
+    if actual != entry.get("state_sha256"):
+        raise CheckpointError(
+            f"the weights loaded for {dataset}/{model_name} are not the shipped ones (state sha256 {actual}, the "
+            f"weight manifest says {entry.get('state_sha256')}): a checkpoint already in RobustBench's model_dir "
+            f"(<model_dir>/{dataset}/Linf/{model_name}.pt) is an older, altered or other model's file. Delete it; "
+            "RobustBench then copies the verified file from the weight store")
 
 
 def copy_shipped(model_name: str, dataset: str, dest: str | os.PathLike, *,

@@ -150,6 +150,123 @@ def test_bad_config_files(capsys, tmp_path):
         assert rc == 2 and message in err, (content, err)
 
 
+def _idx(path: Path, arr) -> None:
+    import gzip
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    path.write_bytes(gzip.compress(header + arr.astype("uint8").tobytes()))
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    """Eight random test images in MNIST's format (a torchvision root): `lwta evaluate` never reads real data."""
+    import numpy as np
+
+    from lwta_plugin import data
+
+    raw = tmp_path / "tiny-data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _idx(raw / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28)))
+    _idx(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 8))
+    data._load_uint8.cache_clear()
+    yield tmp_path / "tiny-data"
+    data._load_uint8.cache_clear()
+
+
+def _config(tmp_path: Path, run: dict, **top) -> str:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "out_dir": str(tmp_path / "lb"), **top,
+                                "runs": [{"models": [NAME], "protocols": ["smoke"], "n_examples": 2,
+                                          "checkpoints": {NAME: "CKPT"}, **run}]}))
+    return str(path)
+
+
+@pytest.mark.parametrize(("run", "top", "message"), [
+    ({"overrides": {"smoke": {"pgd": {"batch_size": 0}}}}, {}, "'pgd': batch_size must be an integer >= 1, got 0"),
+    ({"overrides": {"smoke": {"cw": {"n_examples": 0}}}}, {}, "'cw': n_examples must be an integer >= 1, got 0"),
+    ({"overrides": {"smoke": {"pgd": {"params": "steps=5"}}}}, {}, "attack 'pgd': params must be an object"),
+    ({"overrides": {"smoke": {"pgd": {"params": {"steps": -3}}}}}, {}, "attack 'pgd': steps must be an integer >= 1, got -3"),
+    ({"overrides": {"smoke": ["pgd"]}}, {}, "overrides['smoke'] must map attack keys to settings"),
+    ({"overrides": "pgd"}, {}, "run 0: \"overrides\" must be an object"),
+    ({}, {"dataset": ["mnist"]}, "unknown data set ['mnist']"),
+    ({}, {"out_dir": 5}, "\"out_dir\" must be a path (string), got 5"),
+    ({"out_dir": 5}, {}, "run 0: \"out_dir\" must be a path (string)"),
+    ({}, {"seed": "0"}, "\"seed\" must be an integer in [0, 2**63), got '0'"),
+    ({}, {"seed": 2**64}, "\"seed\" must be an integer in [0, 2**63)"),
+    ({"seed": -1}, {}, "run 0: \"seed\" must be an integer in [0, 2**63), got -1"),
+    ({"checkpoints": ["x.pt"]}, {}, "run 0: \"checkpoints\" must be an object"),
+])
+def test_bad_config_values_stop_before_the_first_batch(capsys, tmp_path, ckpt, tiny_root, monkeypatch, run, top,
+                                                      message):
+    """Values of the wrong kind or range anywhere in a config file: one line naming the value, exit 2, before any
+    batch (no ZeroDivisionError, no KeyError after every other batch ran, no traceback)."""
+    from lwta_plugin.evaluation import build_attack_for
+
+    monkeypatch.setattr(evaluation_cli, "ATTACK_FACTORY", build_attack_for)  # the real attacks check their params
+    path = _config(tmp_path, run, **top)
+    Path(path).write_text(Path(path).read_text().replace("CKPT", str(ckpt)))
+    rc, _, err = run_(capsys, "evaluate", "--config", path, "--data-root", str(tiny_root), "--no-progress")
+    assert rc == 2 and err.startswith("lwta: error: ") and message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "lb").exists()
+
+
+def run_(capsys, *argv: str) -> tuple[int, str, str]:
+    """:func:`run`, with an unexpected exception turned into its traceback text (a failed assertion, not a crash)."""
+    import traceback
+
+    try:
+        return run(capsys, *argv)
+    except Exception:
+        return -1, "", traceback.format_exc()
+
+
+def test_unusable_out_dir_is_one_line(capsys, tmp_path, ckpt, tiny_root, monkeypatch):
+    """A non-directory --out-dir, one under a file, or a read-only one: exit 2 naming the path, before any work."""
+    import errno
+    import tempfile
+
+    base = ["evaluate", "--checkpoint", str(ckpt), "--protocol", "smoke", "--data-root", str(tiny_root), *TINY]
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    for out, message in ((afile, f"{afile} is not a directory"),
+                         (afile / "sub", f"{afile / 'sub'} cannot be created: {afile} is not a directory")):
+        rc, _, err = run_(capsys, *base, "--out-dir", str(out))
+        assert rc == 2 and message in err and "Traceback" not in err, err
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real = tempfile.mkstemp
+
+    def denied(*args, **kwargs):  # as a read-only directory answers (root may write anywhere, so simulated)
+        if Path(kwargs.get("dir", "")).resolve().is_relative_to(readonly.resolve()):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    rc, _, err = run_(capsys, *base, "--out-dir", str(readonly / "lb"))
+    assert rc == 2 and f"{readonly / 'lb'} is not writable: Permission denied" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (readonly / "lb").exists()
+
+
+def test_full_disk_is_one_line_naming_the_file(capsys, tmp_path, ckpt, tiny_root, monkeypatch):
+    """ENOSPC while the state or the entry is written: exit 2, the file and the reason, no traceback."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "lb"
+    rc, _, err = run_(capsys, "evaluate", "--checkpoint", str(ckpt), "--protocol", "smoke", "--out-dir", str(out),
+                      "--data-root", str(tiny_root), *TINY)
+    assert rc == 2 and "No space left on device" in err and "Traceback" not in err, err
+    assert f"{out / 'mnist' / 'Linf'}" in err and len(err.strip().splitlines()) == 1
+    assert not list(out.rglob("*.tmp"))  # no temporary file left behind
+
+
 def test_interrupt_says_how_to_resume(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

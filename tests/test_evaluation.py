@@ -172,6 +172,33 @@ def test_summaries_and_worst_case():
     assert decode_counts(w["per_example_correct"]) == [1, 2, 1]
 
 
+def test_worst_case_per_image_covers_every_attacked_image():
+    """Each image's minimum over the results that ran on it, over every image a bounded attack covered, in parts of
+    consecutive images covered by the same results; unbounded attacks and scores stay out."""
+    from lwta_plugin.statistics import worst_case_per_image
+
+    def res(kind, counts, start=0, bounded=True):
+        r = {"kind": kind, "bounded": bounded, "n_examples": len(counts), "per_example_correct": encode_counts(counts, 2)}
+        return dict(r, start=start) if start else r
+
+    results = {"clean": res("clean", [2] * 10), "pgd": res("adversarial", [1] * 10),
+               "small": res("adversarial", [0, 2, 0]), "late": res("adversarial", [0] * 10, start=5),
+               "far": res("adversarial", [2, 1], start=20), "cw": res("adversarial", [0] * 30, bounded=False),
+               "random": res("random_score", [0] * 30, bounded=False)}
+    w = worst_case_per_image(results, passes=2)
+    assert w["n_examples"] == 17 and "start" not in w and w["attacks"] == ["clean", "pgd", "small", "late", "far"]
+    assert decode_counts(w["per_example_correct"]) == [0, 1, 0, 1, 1] + [0] * 10 + [2, 1]
+    assert [(p["start"], p["n_examples"], p["attacks"]) for p in w["parts"]] == [
+        (0, 3, ["clean", "pgd", "small"]), (3, 2, ["clean", "pgd"]), (5, 5, ["clean", "pgd", "late"]),
+        (10, 5, ["late"]), (20, 2, ["far"])]
+    assert [p["mean"] for p in w["parts"]] == [pytest.approx(1 / 6), 0.5, 0.0, 0.0, 0.75]
+    assert w["mean"] == pytest.approx(summarize_counts(decode_counts(w["per_example_correct"]), 2)["mean"])
+    alone = worst_case_per_image({"clean": results["clean"], "cw": results["cw"]}, passes=2)
+    assert alone["attacks"] == ["clean"] and alone["n_examples"] == 10  # no attack: the clean images
+    shifted = worst_case_per_image({"clean": res("clean", [2] * 10), "pgd": res("adversarial", [1, 0], start=4)}, 2)
+    assert shifted["start"] == 4 and shifted["n_examples"] == 2 and shifted["parts"][0]["attacks"] == ["clean", "pgd"]
+
+
 def test_stable_seed_is_stable():
     assert stable_seed(0, "m", "smoke", "pgd", 3) == stable_seed(0, "m", "smoke", "pgd", 3)
     assert stable_seed(0, "m", "smoke", "pgd", 3) != stable_seed(0, "m", "smoke", "pgd", 4)
@@ -293,6 +320,31 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
 
 
+def test_a_small_attack_does_not_shrink_the_worst_case(tmp_path, ckpt):
+    """The worst case runs over every image an attack at the threat model's eps covered (not only those all attacks
+    share), each image's minimum over the attacks that ran on it, with the parts recorded. Entries of the earlier
+    format keep the rule they were made with (every committed entry validates: tests/test_verify.py); a format
+    label that does not match the figures is refused."""
+    from lwta_plugin.figures import FORMAT, FORMAT_COMMON_IMAGES
+
+    overrides = {"smoke": {"eot_pgd_2x": {"n_examples": 2}}}
+    _evaluate(tmp_path, ckpt, overrides=overrides, attacks=["clean", "pgd", "eot_pgd_2x", "cw"])
+    entry = json.loads(entry_file(tmp_path).read_text())
+    validate_entry(entry)
+    w = entry["worst_case"]
+    assert entry["format"] == FORMAT and w["n_examples"] == 6 and w["attacks"] == ["clean", "pgd", "eot_pgd_2x"]
+    assert [(p["start"], p["n_examples"], p["attacks"]) for p in w["parts"]] == [
+        (0, 2, ["clean", "pgd", "eot_pgd_2x"]), (2, 4, ["clean", "pgd"])]
+    per = {k: decode_counts(entry["attacks"][k]["per_example_correct"]) for k in w["attacks"]}
+    expected = [min(per["clean"][i], per["pgd"][i], *([per["eot_pgd_2x"][i]] if i < 2 else [])) for i in range(6)]
+    assert decode_counts(w["per_example_correct"]) == expected
+    assert "over clean, pgd, eot_pgd_2x (6 images)" in entry["footnote"]
+    old = copy.deepcopy(entry)
+    old["format"] = FORMAT_COMMON_IMAGES  # the earlier rule gives 2 images: these figures are not of that rule
+    with pytest.raises(ValueError, match="field 'worst_case/"):
+        validate_entry(old)
+
+
 def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference):
     _evaluate(tmp_path, ckpt)
     assert entry_file(tmp_path).read_bytes() == reference
@@ -341,6 +393,62 @@ def test_attacks_outside_the_threat_model_never_count_as_robust(tmp_path, ckpt):
 
     with pytest.raises(EvaluationError, match=r"runs with eps 0\.5, outside the threat model"):
         _evaluate(tmp_path / "more", ckpt, protocol="paper", attack_factory=claims_more)
+
+
+def test_an_override_of_the_eot_samples_is_what_the_entry_reports(tmp_path, ckpt):
+    """eot_samples has one source, the attack's params (eot_iter for APGD): a config override of them shows up in
+    the entry, its footnote and the rendered leaderboard; an entry whose eot_samples disagrees with its recorded
+    hyperparameters is refused."""
+    from lwta_plugin.leaderboard import render_markdown
+
+    overrides = {"adaptive": {"eot_pgd": {"params": {"eot_samples": 3}}, "apgd_rand": {"params": {"eot_iter": 5}}}}
+    _evaluate(tmp_path, ckpt, protocol="adaptive", attacks=["clean", "eot_pgd", "apgd_rand"], overrides=overrides)
+    entry = json.loads(entry_file(tmp_path, "adaptive").read_text())
+    assert entry["attacks"]["eot_pgd"]["eot_samples"] == 3 and entry["attacks"]["apgd_rand"]["eot_samples"] == 5
+    assert entry["attacks"]["eot_pgd"]["hyperparameters"]["eot_samples"] == 3
+    assert "(APGD-CE + APGD-DLR, EOT 5," in entry["footnote"]
+    md = render_markdown([entry])
+    assert "; EOT 3" in md and "; EOT 5" in md and "; EOT 20" not in md  # (the descriptions are the protocol's)
+    forged = copy.deepcopy(entry)
+    forged["attacks"]["eot_pgd"]["eot_samples"] = 20
+    with pytest.raises(ValueError, match=r"field 'attacks/eot_pgd/eot_samples': stored 20, but its hyperparameters "
+                                         r"give 3"):
+        validate_entry(forged)
+
+
+def test_silent_success_reaches_the_entry(tmp_path):
+    """Each attack's own account of its path (``last_info["path_adversarial"]``) is recorded in the entry, per
+    attack, and the silent_success indicator fires from it in the evaluation: here an attack that met an adversarial
+    point for every image but returns the clean ones, which a deterministic model classifies correctly."""
+    from lwta_plugin import zoo
+
+    relu = make_checkpoint(tmp_path / "relu.pt", "relu_softmax")
+    x, _ = make_data()
+    with torch.no_grad():
+        y = zoo.load_model("relu_softmax", checkpoint=relu)(x).argmax(1)  # every clean image classified correctly
+
+    def forgetful(spec, model):
+        def attack(xb, yb):
+            attack.last_info = {"path_adversarial": torch.ones(len(xb), dtype=torch.bool)}
+            return xb.clone()
+
+        attack.hparams, attack.last_info = dict(spec.params), {}
+        return attack
+
+    _evaluate(tmp_path, relu, protocol="paper", name="relu_softmax", attacks=["clean", "pgd"], data=(x, y),
+              attack_factory=forgetful)
+    entry = json.loads(entry_file(tmp_path, "paper", "relu_softmax").read_text())
+    validate_entry(entry)
+    assert entry["attacks"]["pgd"]["path_adversarial"] == "111111" and "path_adversarial" not in entry["attacks"][
+        "clean"]
+    (silent,) = [i for i in entry["indicators"] if i["name"] == "silent_success"]
+    assert silent["fired"] and silent["silent"] == {"pgd": 6} and silent["value"] == 1.0
+    assert entry["unreliable"] and "silent_success (adversarial on the attack path" in entry["footnote"]
+    for path, message in (("000000", "field 'indicators'"), ("11111", "path_adversarial has 5 digits")):
+        forged = copy.deepcopy(entry)
+        forged["attacks"]["pgd"]["path_adversarial"] = path
+        with pytest.raises(ValueError, match=re.escape(message)):
+            validate_entry(forged)
 
 
 def test_entries_outside_the_threat_model_are_refused(tmp_path, ckpt):
@@ -392,6 +500,81 @@ def test_resume_refuses_another_configuration(tmp_path, ckpt, reference):
         _evaluate(tmp_path, ckpt, resume=False)
     _evaluate(tmp_path, ckpt, resume=False, force=True)
     assert entry_file(tmp_path).read_bytes() == reference
+
+
+def test_records_of_another_configuration_are_never_adopted(tmp_path, ckpt):
+    """A process of another seed that goes on writing into the state directory (after a rerun with --no-resume
+    replaced it) leaves records behind: they are bound to their run's config_sha256, so a later run of the new
+    seed runs those batches again instead of mixing two seeds under one configuration."""
+    few = {"attacks": ["clean", "pgd", "cw"]}  # 6 tasks
+    clean_run = tmp_path / "clean"
+    _evaluate(clean_run, ckpt, seed=1, **few)
+    out = tmp_path / "mixed"
+    state = entry_file(out).parent / f".{NAME}__smoke.partial"
+    with pytest.raises(Stop):
+        _evaluate(out, ckpt, seed=0, on_batch=stop_after(4), **few)
+    seed0 = {p.relative_to(state): p.read_bytes() for p in state.glob("*/*.json")}
+    assert len(seed0) == 4
+    with pytest.raises(Stop):
+        _evaluate(out, ckpt, seed=1, resume=False, on_batch=stop_after(1), **few)
+    for rel, data in seed0.items():  # the seed-0 process, still running, finishes its batches
+        (state / rel).parent.mkdir(exist_ok=True)
+        (state / rel).write_bytes(data)
+    rerun = stop_after(10**6)
+    assert _evaluate(out, ckpt, seed=1, on_batch=rerun, **few)[0]["status"] == "written"
+    assert len(rerun.calls) == 6  # the seed-0 records (one of them over seed 1's only one) were all redone
+    assert entry_file(out).read_bytes() == entry_file(clean_run).read_bytes()
+
+
+def test_corrupt_state_files_are_named(tmp_path, ckpt):
+    """A damaged config.json or task record of the state directory: the error names the file and the way out."""
+    few = {"attacks": ["clean", "pgd"]}
+    with pytest.raises(Stop):
+        _evaluate(tmp_path, ckpt, on_batch=stop_after(2), **few)
+    state = entry_file(tmp_path).parent / f".{NAME}__smoke.partial"
+    record = next(iter(sorted(state.glob("*/*.json"))))
+    record.write_text('{"attack": ')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(record))} is not valid JSON .*delete it and rerun"):
+        _evaluate(tmp_path, ckpt, **few)
+    (state / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(state / 'config.json'))} is not valid JSON .*--no-resume"):
+        _evaluate(tmp_path, ckpt, **few)
+    assert _evaluate(tmp_path, ckpt, resume=False, **few)[0]["status"] == "written"
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, b"process %d (lwta evaluate --seed 0)" % os.getpid())
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_live_process_on_the_state_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, ckpt):
+    """While another process works on an entry's state (its lock file is held), a second evaluation into the same
+    output directory stops at once naming the lock and the holder; once that process is gone (killed: its lock
+    file stays behind), the lock is taken over and the run goes through."""
+    from lwta_plugin.io import LockHeldError
+
+    lock = entry_file(tmp_path).parent / f".{NAME}__smoke.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        hook = stop_after(10**6)
+        for kw in ({}, {"resume": False}, {"shard": "0/2"}, {"merge": True}):
+            with pytest.raises(LockHeldError) as e:
+                _evaluate(tmp_path, ckpt, seed=1, on_batch=hook, attacks=["clean", "pgd"], **kw)
+            assert str(lock) in str(e.value) and f"process {holder.pid} (lwta evaluate --seed 0)" in str(e.value)
+        assert hook.calls == [] and not (lock.parent / f".{NAME}__smoke.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.is_file()  # left behind by the killed process
+    assert _evaluate(tmp_path, ckpt, seed=1, attacks=["clean", "pgd"])[0]["status"] == "written"
+    assert not lock.exists()  # the last holder removes it
 
 
 def test_finished_entry_is_not_replaced_by_another_configuration(tmp_path, ckpt, reference):
@@ -594,6 +777,11 @@ def test_real_smoke_protocol(tmp_path, ckpt):
                 assert r["perturbation"]["linf_max"] <= 0.3 + 1e-5, key
     assert entry["attacks"]["apgd_rand"]["hyperparameters"]["eot_iter"] == 2
     assert all({"name", "fired", "detail"} <= set(i) for i in entry["indicators"])
+    # the attacks' last_info reaches the entry: the silent_success indicator runs in real evaluations
+    recorded = {k for k, r in entry["attacks"].items() if "path_adversarial" in r}
+    assert {"pgd", "eot_pgd", "eot_pgd_margin", "apgd_rand", "bpda", "transfer", "cw"} <= recorded
+    (silent,) = [i for i in entry["indicators"] if i["name"] == "silent_success"]
+    assert silent["attacks"] == sorted(recorded) and set(silent["silent"]) == recorded
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lwta_plugin.layers import ACTIVATIONS, Sampling, StochasticConv2d, StochasticLinear, set_sampling
@@ -212,3 +212,189 @@ def test_damaged_checkpoint_bytes_are_refused_or_harmless(tmp_path, edits, cut):
         pass  # refused with a named error
     else:  # the damage missed everything that matters (zip padding, meta data): the weights are intact
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# leaderboard entries: a mutated figure is accepted only when the per-example counts support it
+
+_ENTRIES: dict[str, dict] = {}
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+_FIGURE_TOLERANCE = 1e-9  # stored statistics carry 12 significant digits
+
+
+def _generated_entry() -> dict:
+    """A fresh entry (the current format: per-image worst case with parts, recorded attack paths, autoattack_acc,
+    external) of a tiny evaluation with a cheap attack; one attack covers fewer images than the others."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import torch.nn.functional as F
+    from _tiny_models import make_checkpoint
+
+    from lwta_plugin.evaluation import EvaluationConfig, evaluate
+
+    def factory(spec, model):
+        eps = spec.params.get("eps") or 0.5
+
+        def attack(x, y):
+            xa = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+            attack.last_info = {"path_adversarial": torch.arange(len(x)) % 2 == 0}
+            return (x + eps * g.sign()).clamp(0, 1).detach()
+
+        attack.hparams, attack.last_info = dict(spec.params), {}
+        return attack
+
+    g = torch.Generator().manual_seed(3)
+    data = torch.rand(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = make_checkpoint(Path(tmp) / "m.pt")
+        config = EvaluationConfig("lwta_ibp_softmax", protocols="adaptive", out_dir=Path(tmp) / "out",
+                                  checkpoints={"lwta_ibp_softmax": str(ckpt)}, n_examples=6, batch_size=3, passes=3,
+                                  attacks=["clean", "fgsm", "eot_pgd", "eot_pgd_2x", "apgd_rand", "noise"],
+                                  overrides={"adaptive": {"eot_pgd_2x": {"n_examples": 2}}})
+        (status,) = evaluate(config, data=data, attack_factory=factory, log=None, progress=False)
+        return json.loads(Path(status["path"]).read_text(encoding="utf-8"))
+
+
+def _valid_entries() -> dict[str, dict]:
+    import json
+
+    if not _ENTRIES:
+        torch.set_num_threads(1)
+        _ENTRIES["generated"] = _generated_entry()
+        for name in ("lwta_ibp_softmax_u4__paper", "lwta_ibp_logistic__ladder"):  # committed, format 1
+            path = _ROOT / "leaderboard" / "mnist" / "Linf" / f"{name}.json"
+            if path.is_file():
+                _ENTRIES[name] = json.loads(path.read_text(encoding="utf-8"))
+    return _ENTRIES
+
+
+def _close(a, b) -> bool:
+    return abs(a - b) <= _FIGURE_TOLERANCE
+
+
+def _oracle(entry: dict) -> None:
+    """The published figures of ``entry`` recomputed from its counts, independently of lwta_plugin.figures: every
+    attack's summary, the worst case (per image over the results that cover it, or over the images all share for
+    format 1), clean_acc, external."""
+    from lwta_plugin.entries import pct
+    from lwta_plugin.statistics import decode_counts, summarize_counts
+
+    passes = entry["protocol"]["scoring"]["passes"]
+    counts, spans = {}, {}
+    for key, r in entry["attacks"].items():
+        counts[key] = decode_counts(r["per_example_correct"])
+        assert len(counts[key]) == r["n_examples"] and max(counts[key]) <= passes
+        for k, v in summarize_counts(counts[key], passes).items():
+            assert _close(r[k], v), (key, k)
+        spans[key] = range(r.get("start", 0), r.get("start", 0) + r["n_examples"])
+    assert entry["clean_acc"] == pct(entry["attacks"]["clean"]["mean"])
+    inside = [k for k, r in entry["attacks"].items()
+              if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"]
+                                          and abs(r["hyperparameters"]["eps"] - 0.3) < 1e-12)]
+    attacked = [k for k in inside if entry["attacks"][k]["kind"] != "clean"] or inside
+    if entry["format"].endswith("-1"):
+        images = sorted(set.intersection(*(set(spans[k]) for k in inside)))
+    else:
+        images = sorted(set().union(*(set(spans[k]) for k in attacked)))
+    w = entry["worst_case"]
+    expected = [min(counts[k][i - spans[k].start] for k in inside if i in spans[k]) for i in images]
+    assert decode_counts(w["per_example_correct"]) == expected and w["n_examples"] == len(images)
+    for k, v in summarize_counts(expected, passes).items():
+        assert _close(w[k], v), ("worst_case", k)
+    if "parts" in w:
+        assert [i for p in w["parts"] for i in range(p["start"], p["start"] + p["n_examples"])] == images
+        for p in w["parts"]:
+            for i in range(p["start"], p["start"] + p["n_examples"]):
+                assert sorted(p["attacks"]) == sorted(k for k in inside if i in spans[k])
+    if entry["protocol"]["adaptive"]:
+        assert entry["external"] == pct((entry.get("worst_case_all_protocols") or w)["mean"])
+
+
+_FIGURES = ("mean", "ci_low", "ci_high")
+_NUMBER_EDITS = st.one_of(st.floats(0, 1), st.sampled_from([1e-13, -1e-13, 1e-7, -1e-7, 0.01, -0.01, 0.5, 1.0]))
+
+
+@st.composite
+def _entry_mutation(draw):
+    """``(entry name, mutated entry)``: one numeric figure or count string of a valid entry changed, optionally with
+    the attack's own summary recomputed to match new counts (a careful forger)."""
+    import copy
+
+    from lwta_plugin.statistics import decode_counts, encode_counts, summarize_counts
+
+    entries = _valid_entries()
+    name = draw(st.sampled_from(sorted(entries)))
+    entry = copy.deepcopy(entries[name])
+    passes = entry["protocol"]["scoring"]["passes"]
+    where = draw(st.sampled_from(["attack", "worst_case", "percent"]))
+    if where == "percent":
+        key = draw(st.sampled_from([k for k in ("clean_acc", "autoattack_acc", "external", "reported") if k in entry]))
+        entry[key] = f"{draw(st.integers(0, 10000)) / 100:.2f}"
+        return name, entry
+    target = entry["worst_case"] if where == "worst_case" else entry["attacks"][draw(st.sampled_from(sorted(
+        entry["attacks"])))]
+    field = draw(st.sampled_from([*_FIGURES, "n_examples", "per_example_correct"]
+                                 + (["parts"] if "parts" in target else [])))
+    if field in _FIGURES:
+        edit = draw(_NUMBER_EDITS)
+        target[field] = edit if edit >= 0.5 or edit == 0 else min(1.0, max(0.0, target[field] + edit))
+    elif field == "n_examples":
+        target[field] = max(1, target[field] + draw(st.sampled_from([-1, 1, 5])))
+    elif field == "parts":
+        part = target["parts"][draw(st.integers(0, len(target["parts"]) - 1))]
+        part[draw(st.sampled_from(["start", "n_examples", "mean"]))] = draw(st.integers(0, 3))
+    else:
+        counts = decode_counts(target[field])
+        i = draw(st.integers(0, len(counts) - 1))
+        how = draw(st.sampled_from(["set", "swap", "drop", "append"]))
+        if how == "set":
+            counts[i] = draw(st.integers(0, passes))
+        elif how == "swap":
+            j = draw(st.integers(0, len(counts) - 1))
+            counts[i], counts[j] = counts[j], counts[i]
+        elif how == "drop":
+            del counts[i]
+        else:
+            counts.append(draw(st.integers(0, passes)))
+        if counts:
+            target[field] = encode_counts(counts, passes)
+            if draw(st.booleans()):  # the forger also fixes the summary (and the count) of what was edited
+                target.update(summarize_counts(counts, passes), n_examples=len(counts))
+    return name, entry
+
+
+@pytest.fixture(scope="module")
+def valid_entries() -> dict[str, dict]:
+    """Built once, before hypothesis draws (an evaluation seeds the global RNGs)."""
+    return _valid_entries()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutation=_entry_mutation())
+def test_entry_figures_are_accepted_only_when_the_counts_support_them(valid_entries, mutation):
+    """Validation either refuses a mutated entry or every published figure of it is what its counts give."""
+    from lwta_plugin.entries import validate_entry
+
+    name, entry = mutation
+    try:
+        validate_entry(entry)
+    except ValueError:
+        event(f"{name}: refused")
+        return
+    event(f"{name}: accepted")  # e.g. a nudge below the stored precision, a swap of equal counts
+    _oracle(entry)
+
+
+def test_the_valid_entries_pass_the_oracle(valid_entries):
+    """The fuzz test's starting points: valid, and their figures are those of their counts."""
+    from lwta_plugin.entries import validate_entry
+
+    entries = valid_entries
+    assert "generated" in entries and "parts" in entries["generated"]["worst_case"]
+    assert len(entries["generated"]["worst_case"]["parts"]) == 2  # eot_pgd_2x covers two of the six images
+    for entry in entries.values():
+        validate_entry(entry)
+        _oracle(entry)

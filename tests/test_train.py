@@ -181,6 +181,53 @@ def test_bad_training_settings_on_the_command_line(tmp_path, root, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_zero_epochs_are_refused_on_the_command_line(tmp_path, root, capsys):
+    from lwta_plugin.cli import main
+
+    assert main(["train", "--model", "relu_softmax", "--data-root", str(root), "--val-size", "100", "--epochs", "0",
+                 "--out", str(tmp_path / "m.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "training setting epochs must be an integer >= 1, got 0" in err and ".best.pt" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_training_says_where_the_state_is(tmp_path, root, capsys, monkeypatch):
+    """Ctrl-C: exit 130 and one line naming <out>.last.pt (after a finished epoch) and how to resume; rerunning the
+    same command does resume from it."""
+    from lwta_plugin.cli import main
+
+    out = tmp_path / "m.pt"
+    argv = ["train", "--model", "relu_softmax", "--data-root", str(root), "--val-size", "100", "--epochs", "2",
+            "--batch-size", "100", "--test-limit", "20", "--out", str(out), "--no-progress"]
+    real_epoch = train_module._train_epoch
+    epochs = []
+
+    def interrupted_in_epoch_two(run, *args, **kwargs):
+        epochs.append(run.epoch)
+        if run.epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", interrupted_in_epoch_two)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    last = out.with_suffix(".last.pt")
+    assert err.strip().splitlines() == [(f"lwta: interrupted; the state after the last finished epoch is in {last}: "
+                                         "rerun the same command to resume from there")]
+    assert last.is_file() and not out.exists()
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    assert main(argv) == 0 and out.is_file() and not last.exists()
+    assert f"resuming relu_softmax from epoch 1 ({last})" in capsys.readouterr().out
+    epochs.clear()
+
+    def interrupted_at_once(run, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_train_epoch", interrupted_at_once)
+    assert main([*argv[:-3], "--out", str(tmp_path / "n.pt"), "--no-progress"]) == 130
+    assert "before the first epoch finished (nothing saved)" in capsys.readouterr().err
+
+
 def test_diverging_training_is_stopped_and_never_saved(tmp_path, root):
     with pytest.raises(ValueError, match="training diverged in epoch 1") as info:
         train(_cfg(root, lr=1e30, ibp_lr=1e30), tmp_path / "x.pt", progress=False)

@@ -417,6 +417,35 @@ def test_load_through_robustbench(rb, store, tmp_path):
         load_model(NAME, dataset="mnist")
 
 
+def test_robustbench_original_loader_checks_a_file_already_in_model_dir(rb, store, tmp_path):
+    """RobustBench's own load_model (a reference taken before the plugin was imported) reads a checkpoint already at
+    <model_dir>/<dataset>/Linf/<name>.pt without asking the plugin: weights other than the shipped ones (another
+    seed, edited) are refused; the shipped ones load; an unshipped model has no published weights to compare with."""
+    from robustbench.utils import load_model
+
+    original = load_model._lwta_original
+    model_dir = tmp_path / "rb"
+    placed = model_dir / "mnist" / "Linf" / f"{NAME}.pt"
+    placed.parent.mkdir(parents=True)
+    _checkpoint(placed, NAME, seed=7)  # a valid checkpoint of the same architecture, not the shipped weights
+    with pytest.raises(CheckpointError, match=rf"the weights loaded for mnist/{NAME} are not the shipped ones.*"
+                                              "Delete it"):
+        original(NAME, model_dir=model_dir, dataset="mnist", threat_model="Linf")
+    edited = torch.load(store.path / "mnist" / f"{NAME}.pt", weights_only=True)
+    edited["state_dict"]["body.0.weight"] += 1e-3  # the file's own hashes are not what RobustBench reads
+    torch.save(edited, placed)
+    with pytest.raises(CheckpointError, match="not the shipped ones"):
+        original(NAME, model_dir=model_dir, dataset="mnist", threat_model="Linf")
+    shutil.copy(store.path / "mnist" / f"{NAME}.pt", placed)
+    m = original(NAME, model_dir=model_dir, dataset="mnist", threat_model="Linf")
+    assert _same_weights(m, store.models[NAME])
+    torch.manual_seed(9)
+    m.load_state_dict(create_model(NAME).state_dict())  # later loads (fine-tuning, ...) are the caller's business
+    unshipped = model_dir / "mnist" / "Linf" / "lwta_ibp_softmax.pt"
+    theirs, _ = _checkpoint(unshipped, "lwta_ibp_softmax")
+    assert _same_weights(original("lwta_ibp_softmax", model_dir=model_dir, dataset="mnist"), theirs)
+
+
 def test_plugin_load_model_has_robustbench_signature(rb, store, tmp_path):
     import inspect
 

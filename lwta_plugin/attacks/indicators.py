@@ -9,6 +9,8 @@ Two kinds:
   that apply.
 * Standalone, rerunning attacks: :func:`check_convergence` (2x steps / EOT samples on a subset) and
   :func:`check_silent_success` (the attack path met an adversarial point but the returned point is not one).
+  The evaluation records each attack's path (``last_info["path_adversarial"]``) in the entry, so
+  :func:`silent_successes` runs from results too.
 
 Every indicator is a dict ``{"name", "fired", "value", "threshold", "detail", ...}`` (the leaderboard schema's
 ``indicator``; extra keys such as ``attacks`` list the results involved). Comparisons between two attacks are
@@ -290,6 +292,32 @@ def budget_convergence(results: dict[str, dict], tolerance: float = TOLERANCE, z
                           attacks=sorted(involved))
 
 
+def silent_successes(results: dict[str, dict], tolerance: float = TOLERANCE, passes: int | None = None
+                     ) -> Indicator | None:
+    """:func:`silent_success` of every result that recorded its attack path (``path_adversarial``: one ``0``/``1``
+    per image, whether the attack met an adversarial point for it, its ``last_info``): fires when, for one attack,
+    more than ``tolerance`` of the images were adversarial on the path while the returned point is classified
+    correctly in most of the scored predictions. None when no result recorded its path."""
+    found, silent = {}, {}
+    for key, r in results.items():
+        path = r.get("path_adversarial")
+        final = per_example(r, passes)
+        if r.get("kind") != "adversarial" or not path or final is None:
+            continue
+        found[key] = silent_success(torch.tensor([c == "1" for c in path]), torch.tensor(final), tolerance)
+        silent[key] = sum(c == "1" and p > 0.5 for c, p in zip(path, final))
+    if not found:
+        return None
+    fired = [k for k, i in found.items() if i["fired"]]
+    worst = max(found, key=lambda k: found[k]["value"])
+    parts = [f"{k}: {silent[k]} of {len(results[k]['path_adversarial'])} images" for k in (fired or found)]
+    detail = (("adversarial on the attack path but returned classified correctly (the attack lost what it found, "
+               "or judged success other than the scoring does): " + "; ".join(parts)) if fired else
+              "no attack lost what it found on its path: " + "; ".join(parts))
+    return make_indicator("silent_success", bool(fired), found[worst]["value"], float(tolerance), detail,
+                          attacks=sorted(found), silent=silent)
+
+
 def from_results(results: dict[str, dict], passes: int | None = None, tolerance: float = TOLERANCE, z: float = Z,
                  max_unbounded_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> list[Indicator]:
     """Every results-based indicator that applies to ``results`` (in a fixed order)."""
@@ -297,7 +325,8 @@ def from_results(results: dict[str, dict], passes: int | None = None, tolerance:
              eps_monotonicity(results, tolerance, z, passes),
              black_box_stronger(results, tolerance, z, passes),
              one_step_stronger(results, tolerance, z, passes),
-             budget_convergence(results, tolerance, z, passes)]
+             budget_convergence(results, tolerance, z, passes),
+             silent_successes(results, tolerance, passes)]
     return [i for i in found if i is not None]
 
 

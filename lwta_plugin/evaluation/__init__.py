@@ -30,9 +30,14 @@ Each finished task is written atomically to the state directory beside the entry
 ``.<model>__<protocol>.partial/<attack>/<b>.json``, with ``config.json`` holding the run's configuration (model,
 checkpoint sha256, data hash, resolved protocol, seed, versions). A rerun with ``resume=True`` (the default)
 skips finished tasks; a configuration mismatch is an error (delete the directory or pass ``resume=False``).
+Every task record carries the run's ``config_sha256``: a record written by a run of another configuration (e.g.
+a process of another seed still writing after ``--no-resume`` replaced the directory) is never adopted; its task
+runs again. While a process works on the state it holds the lock file ``.<model>__<protocol>.lock`` beside it:
+another process on the same entry stops at once with :class:`~lwta_plugin.io.LockHeldError` naming the lock and
+its holder (a lock left by a process that died is taken over).
 ``shard=(i, N)`` runs every task whose index in the protocol's task list is ``i`` modulo ``N``. Shards may run
-at the same time (they write disjoint files; state checks and assembly hold an flock on the entry's directory)
-or on different machines (copy the state directories together, then ``--merge``).
+at the same time (they share the lock and write disjoint files; state checks and assembly hold an flock on the
+entry's directory) or on different machines (copy the state directories together, then ``--merge``).
 When every task is present, the entry is assembled (the last shard does it automatically; ``merge=True``,
 ``lwta evaluate --merge``, only assembles) and the state directory is removed. The result is byte-identical to an
 uninterrupted, unsharded run on the same software and hardware (floating-point results can differ across torch

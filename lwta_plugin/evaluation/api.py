@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..io import check_writable_directory
 from ..models import LWTANet
 from ..protocols import Protocol, resolve
 from .assembly import COMBINE_INTO
@@ -55,18 +56,21 @@ def evaluate(config: EvaluationConfig, *, data: tuple[torch.Tensor, torch.Tensor
     changes an entry. force: replace finished entries of another configuration (fewer images, other attacks,
     seed, checkpoint, ...; see :meth:`ProtocolRun.check_replace`); without it such an entry raises
     :class:`~lwta_plugin.evaluation.errors.EntryExistsError` before any work. A rerun of the same configuration
-    is ``up-to-date`` (or rewritten identically with ``resume=False``). Every model, protocol, the data and the
-    existing entries are checked before the first batch runs. Returns one status dict per (model, protocol):
+    is ``up-to-date`` (or rewritten identically with ``resume=False``). Every model, protocol, attack setting,
+    the data, the output directory and the existing entries are checked before the first batch runs. Returns one status dict per (model, protocol):
     ``{"model", "protocol", "path", "status": "written" | "up-to-date" | "incomplete", "missing": int}``.
     """
     shard = check_shard(shard)
     if shard is not None and not resume:
         raise ValueError("resume=False deletes the shared state directory; it cannot be combined with a shard")
     log = log or (lambda _msg: None)
+    check_writable_directory(config.out_dir, "output directory (out_dir, --out-dir)")
     inputs = load_inputs(config, data)
     runs = [ProtocolRun(model, info, inputs.data, resolve(protocol, available=len(inputs.data.x)), config,
                         attack_factory or build_attack_for, force)
             for model, info in inputs.models for protocol in inputs.protocols]
     for run in runs:
         run.check_replace()
+        if not merge:
+            run.check_attacks()
     return [run.merge(log) if merge else run.advance(shard, resume, on_batch, progress, log) for run in runs]

@@ -33,7 +33,7 @@ from ..paper import (
     paper_rows,
     paper_value,
 )
-from ..protocols import EPS_TEXT, AttackSpec, Protocol
+from ..protocols import EPS_TEXT, AttackSpec, Protocol, eot_samples_of
 from ..statistics import decode_counts, median, round_stat, summarize_counts
 from .loading import ModelInfo
 
@@ -84,6 +84,9 @@ def attack_result(spec: AttackSpec, records: Sequence[dict], protocol: Protocol)
         if any(h != hp[0] for h in hp):
             raise ValueError(f"{spec.key}: batches report different hyperparameters")
         res["hyperparameters"] = hp[0]
+        res["eot_samples"] = eot_samples_of(hp[0])  # what the attack reports it ran with (its params, overridden)
+        if all("path_adversarial" in r for r in records):  # the attack's own account, for the silent_success indicator
+            res["path_adversarial"] = "".join(r["path_adversarial"] for r in records)
         linf = sorted(v for r in records for v in r["linf"])
         l2 = sorted(v for r in records for v in r["l2"])
         res["perturbation"] = {"linf_max": linf[-1], "linf_median": median(linf), "l2_median": median(l2),

@@ -27,6 +27,23 @@ RECORDED_OVERRIDES = ("dataset", "n_examples", "seed", "batch_size", "passes")
 COMMAND_LINE_KEYS = (*RECORDED_OVERRIDES, "threat_model", "out_dir", "model_dir", "data_root")
 
 
+SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63, as lwta train's (torch.manual_seed takes no more)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and str(value) != ""
+
+
+def check_seed(value: Any, where: str = "seed") -> None:
+    """Raise ValueError unless ``value`` is an integer seed in [0, 2**63)."""
+    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{where} must be an integer in [0, 2**63), got {value!r}")
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -91,19 +108,37 @@ class EvaluationConfig:
         for name in self.protocols:
             if name not in PROTOCOLS:
                 raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
-        if self.dataset not in EPS:
+        if not isinstance(self.dataset, str) or self.dataset not in EPS:
             raise ValueError(f"unknown data set {self.dataset!r}; expected one of {sorted(EPS)}")
         if self.threat_model != "Linf":
             raise ValueError(f"the evaluation protocols are L-inf attacks; threat model {self.threat_model!r} has "
                              "none")
+        self._check_types()
         bad = sorted(set(self.overrides) - set(PROTOCOLS))
         if bad:
             raise ValueError(f"overrides name unknown protocols {bad}; expected {', '.join(PROTOCOLS)}")
-        for key in ("seed", "n_examples", "batch_size", "passes"):
-            value = getattr(self, key)
-            if (value is not None or key == "seed") and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{key} must be an integer, got {value!r}")
         self.resolved_protocols()  # image counts, batch sizes, passes and per-attack overrides
+
+    def _check_types(self) -> None:
+        """Numbers, paths and mappings of the right kind (the config file's JSON can hold anything)."""
+        check_seed(self.seed)
+        for key in ("n_examples", "batch_size", "passes"):
+            value = getattr(self, key)
+            if value is not None and not _is_int(value):
+                raise ValueError(f"{key} must be an integer, got {value!r}")
+        if not _is_path(self.out_dir):
+            raise ValueError(f"out_dir must be a directory path (a non-empty string), got {self.out_dir!r}")
+        for key in ("model_dir", "data_root", "config_file"):
+            value = getattr(self, key)
+            if value is not None and not _is_path(value):
+                raise ValueError(f"{key} must be a path (a non-empty string), got {value!r}")
+        for model, path in self.checkpoints.items():
+            if not isinstance(model, str) or not _is_path(path):
+                raise ValueError(f"checkpoints must map model names to checkpoint paths, got {model!r}: {path!r}")
+        for protocol, per_attack in self.overrides.items():
+            if not isinstance(per_attack, Mapping):
+                raise ValueError(  # noqa: TRY004 (a bad value in a config, reported like the others)
+                    f"overrides[{protocol!r}] must map attack keys to settings, got {per_attack!r}")
 
     def resolved_protocols(self) -> list[Protocol]:
         """The protocols (in the order given) with this config's limits applied
@@ -197,8 +232,14 @@ def read_config_file(path: str | os.PathLike) -> dict:
     bad = set(cfg) - CONFIG_KEYS
     if bad:
         raise ValueError(f"{path}: unknown keys {sorted(bad)}; allowed: {sorted(CONFIG_KEYS)}")
-    if cfg.get("dataset", "mnist") not in EPS:
-        raise ValueError(f"{path}: unknown data set {cfg.get('dataset')!r}; expected one of {sorted(EPS)}")
+    dataset = cfg.get("dataset", "mnist")
+    if not isinstance(dataset, str) or dataset not in EPS:
+        raise ValueError(f"{path}: unknown data set {dataset!r}; expected one of {sorted(EPS)}")
+    for key, kind in (("description", "a string"), ("out_dir", "a path (string)")):
+        if key in cfg and not (isinstance(cfg[key], str) and (key == "description" or cfg[key])):
+            raise ValueError(f"{path}: \"{key}\" must be {kind}, got {cfg[key]!r}")
+    if "seed" in cfg:
+        check_seed(cfg["seed"], f"{path}: \"seed\"")
     runs = cfg.get("runs")
     if not isinstance(runs, list) or not runs:
         raise ValueError(f"{path}: \"runs\" must be a non-empty list")
@@ -226,11 +267,16 @@ def _check_run(path: Path, i: int, run: Any) -> None:
     attacks = run.get("attacks", [])
     if not (isinstance(attacks, list) and all(isinstance(a, str) for a in attacks)):
         raise ValueError(f"{path}: run {i}: \"attacks\" must be a list of attack keys")
-    if not isinstance(run.get("out_dir", ""), str):
-        raise ValueError(f"{path}: run {i}: \"out_dir\" must be a path (string)")  # noqa: TRY004 (a bad file, not a bad call)
-    for key in ("n_examples", "batch_size", "passes", "seed"):
-        if key in run and (isinstance(run[key], bool) or not isinstance(run[key], int)):
-            raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer")
+    if not (isinstance(run.get("out_dir", "x"), str) and run.get("out_dir", "x")):
+        raise ValueError(f"{path}: run {i}: \"out_dir\" must be a path (string)")
+    for key in ("n_examples", "batch_size", "passes"):
+        if key in run and not (_is_int(run[key]) and run[key] >= 1):
+            raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer >= 1, got {run[key]!r}")
+    if "seed" in run:
+        check_seed(run["seed"], f"{path}: run {i}: \"seed\"")
+    for key in ("overrides", "checkpoints"):
+        if not isinstance(run.get(key, {}), dict):
+            raise ValueError(f"{path}: run {i}: \"{key}\" must be an object, got {run[key]!r}")  # noqa: TRY004
 
 
 def _run_models(run: dict, dataset: str) -> list[str]:

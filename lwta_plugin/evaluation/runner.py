@@ -2,6 +2,7 @@
 makes it resumable and shardable, and the writing of its entry."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -18,7 +19,7 @@ import torch
 from ..attacks import build_attack
 from ..entries import entry_path, validate_entry
 from ..figures import LINF_TOLERANCE, at_threat_eps, effective_eps, threat_eps
-from ..io import atomic_write_json, directory_lock, dumps_json
+from ..io import atomic_write_json, directory_lock, dumps_json, run_lock
 from ..models import LWTANet
 from ..protocols import AttackSpec, Protocol
 from ..statistics import (
@@ -59,6 +60,16 @@ def build_attack_for(spec: AttackSpec, model: LWTANet) -> AttackFn:
         raise ValueError(f"cannot build attack {spec.attack!r} with parameters {spec.params}: {e}") from None
 
 
+def _path_adversarial(attack: Any, n: int) -> str | None:
+    """Which of the ``n`` images the attack met an adversarial point for on its path (its
+    ``last_info["path_adversarial"]``), one ``0``/``1`` each; None if it does not say."""
+    info = getattr(attack, "last_info", None)
+    path = info.get("path_adversarial") if isinstance(info, dict) else None
+    if not isinstance(path, torch.Tensor) or path.shape != (n,):
+        return None
+    return "".join("1" if v else "0" for v in path.bool().tolist())
+
+
 class ProtocolRun:
     """One model evaluated with one (resolved) protocol; owns the state directory and the entry.
 
@@ -72,6 +83,7 @@ class ProtocolRun:
         self.protocol, self.seed, self.attack_factory, self.force = protocol, config.seed, attack_factory, force
         self.path = entry_path(config.out_dir, config.dataset, config.threat_model, info.name, protocol.name)
         self.state_dir = self.path.parent / f".{self.path.stem}.partial"
+        self.lock_path = self.path.parent / f".{self.path.stem}.lock"  # held while a process works on the state
         self.timing_path = self.path.with_suffix(".timing.json")
         self.command = config.command(info.name, protocol.name)
         self.threat_eps = threat_eps(config.dataset)
@@ -101,9 +113,30 @@ class ProtocolRun:
         """Where the finished task's record is stored."""
         return self.state_dir / spec.key / f"{b:05d}.json"
 
+    def record(self, spec: AttackSpec, b: int) -> dict | None:
+        """The finished record of task ``(spec, b)``, or None: none yet, or one that a run of another configuration
+        wrote (its ``config_sha256`` differs, e.g. another seed): such a record is never adopted, the task runs
+        again and replaces it. ValueError naming the file if it is not a record."""
+        path = self.task_path(spec, b)
+        if not path.is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun to recompute that batch") \
+                from None
+        if not isinstance(rec, dict):  # a bad file, not a bad call: ValueError like the other bad files
+            raise ValueError(f"{path} is not a task record (a JSON object); delete it and rerun to "  # noqa: TRY004
+                             "recompute that batch")
+        if rec.get("config_sha256") != self.config_sha256:
+            return None
+        if (rec.get("attack"), rec.get("batch")) != (spec.key, b):
+            raise ValueError(f"{path} does not hold batch {b} of {spec.key!r}")
+        return rec
+
     def missing(self) -> list[tuple[AttackSpec, int]]:
-        """Tasks without a record yet."""
-        return [(s, b) for s, b in self.tasks() if not self.task_path(s, b).is_file()]
+        """Tasks without a record of this configuration yet."""
+        return [(s, b) for s, b in self.tasks() if self.record(s, b) is None]
 
     def up_to_date(self) -> bool:
         """Whether the entry exists and was written with this run's configuration."""
@@ -158,13 +191,31 @@ class ProtocolRun:
         if not resume and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         if cfg_path.is_file():
-            old = json.loads(cfg_path.read_text(encoding="utf-8"))
+            try:
+                old = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{cfg_path} is not valid JSON ({e}): the state directory {self.state_dir} is "
+                                 "damaged; delete it or rerun with --no-resume to start over") from None
+            if not isinstance(old, dict):
+                old = {"format": old}
             if old != self.state_config:
                 diff = sorted(k for k in set(old) | set(self.state_config) if old.get(k) != self.state_config.get(k))
                 raise ValueError(f"{self.state_dir} holds partial results of a different configuration (differs in "
                                  f"{', '.join(diff)}); delete it or rerun with --no-resume to start over")
         else:
             atomic_write_json(cfg_path, self.state_config)
+
+    def check_attacks(self) -> None:
+        """Build every attack once before the first batch: hyperparameters that an attack refuses (e.g. a config
+        override of its params) or an eps outside the threat model fail now, not hours into the run."""
+        for spec in self.protocol.attacks:
+            if spec.kind != "adversarial":
+                continue
+            try:
+                attack = self.attack_factory(spec, self.model)
+            except ValueError as e:
+                raise ValueError(f"protocol {self.protocol.name!r}, attack {spec.key!r}: {e}") from None
+            self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
 
     def run_task(self, spec: AttackSpec, b: int) -> dict:
         """Run one batch of one attack (seeded from its identity only) and return its record.
@@ -178,7 +229,8 @@ class ProtocolRun:
         samples = spec.score_samples or scoring.samples
         ident = (self.seed, self.info.name, self.protocol.name, spec.key, b)
         t0 = time.perf_counter()
-        record: dict[str, Any] = {"attack": spec.key, "batch": b, "start": lo, "stop": hi}
+        record: dict[str, Any] = {"attack": spec.key, "batch": b, "start": lo, "stop": hi,
+                                  "config_sha256": self.config_sha256}
         self.model.eval()
         if spec.kind == "random_score":
             g = torch.Generator().manual_seed(stable_seed(*ident, "noise"))
@@ -216,6 +268,9 @@ class ProtocolRun:
             limit = self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
             xa = self._attack(spec, attack, xb, target, limit)
         record["hyperparameters"] = jsonable(getattr(attack, "hparams", spec.params))
+        path = _path_adversarial(attack, len(xb))
+        if path is not None and spec.labels == "true":  # against predicted labels it says nothing about accuracy
+            record["path_adversarial"] = path
         d = (xa - xb).flatten(1)
         record["linf"] = [round_stat(v) for v in d.abs().amax(1).tolist()]
         record["l2"] = [round_stat(v) for v in d.norm(dim=1).tolist()]
@@ -254,7 +309,7 @@ class ProtocolRun:
                 progress: bool = True) -> int:
         """Run this process's share of the unfinished tasks; returns how many ran."""
         todo = [(k, s, b) for k, (s, b) in enumerate(self.tasks())
-                if (shard is None or k % shard[1] == shard[0]) and not self.task_path(s, b).is_file()]
+                if (shard is None or k % shard[1] == shard[0]) and self.record(s, b) is None]
         bar = None
         if progress and todo:
             from tqdm.auto import tqdm
@@ -276,10 +331,23 @@ class ProtocolRun:
         return len(todo)
 
     # the whole run -----------------------------------------------------------------------------------------------
+    def locked(self, shard: tuple[int, int] | None = None) -> contextlib.AbstractContextManager[None]:
+        """The lock of this run's state for as long as a process works on it: exclusive, or shared among the
+        shards of one run (their records are bound to the configuration, :meth:`record`). Another process in the
+        way raises :class:`~lwta_plugin.io.LockHeldError` naming the lock file and that process."""
+        holder = self.command + (f" --shard {shard[0]}/{shard[1]}" if shard is not None else "")
+        return run_lock(self.lock_path, f"the evaluation state {self.state_dir}", holder, shared=shard is not None)
+
     def advance(self, shard: tuple[int, int] | None, resume: bool, on_batch: BatchHook | None, progress: bool,
                 log: Log) -> dict:
+        """Under :meth:`locked`, :meth:`_advance`. Returns :meth:`status`."""
+        with self.locked(shard):
+            return self._advance(shard, resume, on_batch, progress, log)
+
+    def _advance(self, shard: tuple[int, int] | None, resume: bool, on_batch: BatchHook | None, progress: bool,
+                 log: Log) -> dict:
         """Check or start the state, run this process's share of the tasks, and write the entry when every task
-        is done (whichever shard finishes last does it). Returns :meth:`status`."""
+        is done (whichever shard finishes last does it)."""
         lock_dir = self.path.parent
         with directory_lock(lock_dir):
             if resume and self.up_to_date() and not self.state_dir.exists():
@@ -304,7 +372,7 @@ class ProtocolRun:
 
     def merge(self, log: Log) -> dict:
         """Only write the entry from finished tasks (of shards run elsewhere and copied together)."""
-        with directory_lock(self.path.parent):
+        with self.locked(), directory_lock(self.path.parent):
             if not self.state_dir.is_dir():
                 if self.up_to_date():
                     log(f"{self.path}: up to date (nothing to merge)")
@@ -327,14 +395,9 @@ class ProtocolRun:
                                      f"shards (state: {self.state_dir})")
         records: dict[str, list[dict]] = {}
         for spec, b in self.tasks():
-            path = self.task_path(spec, b)
-            try:
-                rec = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as e:
-                raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun to recompute that batch") \
-                    from None
-            if not isinstance(rec, dict) or (rec.get("attack"), rec.get("batch")) != (spec.key, b):
-                raise ValueError(f"{self.task_path(spec, b)} does not hold batch {b} of {spec.key!r}")
+            rec = self.record(spec, b)
+            if rec is None:  # replaced since missing() looked
+                raise IncompleteRunError(f"{self.task_path(spec, b)} changed while the entry was assembled; rerun")
             records.setdefault(spec.key, []).append(rec)
         return records
 
