@@ -23,12 +23,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .figures import FORMAT, FORMATS, check_combined, check_figures, pct
+from .figures import check_combined, check_figures, pct
 from .statistics import decode_counts
 
-__all__ = ["ENTRY_NAME", "FORMAT", "FORMATS", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
+__all__ = ["ENTRY_NAME", "FORMAT", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
            "find_entries", "is_entry_path", "load_entries", "load_schema", "pct", "read_entry", "validate_entry"]
 
+FORMAT = "lwta-plugin/leaderboard-entry-1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
 ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
 

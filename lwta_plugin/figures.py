@@ -6,11 +6,6 @@ Every number the leaderboard shows (means and intervals, the worst case, ``clean
 per-example counts and of the rules below; the evaluation writes entries with these functions and
 :func:`check_figures` recomputes them, so a hand-edited or corrupted number is refused with the field it is in.
 The worst case combined across protocols needs the sibling entries: :func:`check_combined`.
-
-Entry formats: :data:`FORMAT` (``leaderboard-entry-2``) takes the worst case per image over the attacks that ran on
-that image, over every image an attack covered (:func:`lwta_plugin.statistics.worst_case_per_image`, with its
-``parts``); entries of :data:`FORMAT_COMMON_IMAGES` (``leaderboard-entry-1``) were made with the earlier rule, over
-the images every attack shares (:func:`lwta_plugin.statistics.worst_case`), and are checked with it.
 """
 from __future__ import annotations
 
@@ -23,11 +18,8 @@ from typing import Any
 from .attacks.indicators import from_results
 from .paper import paper_rows, paper_value, row_reference
 from .protocols import EPS, EPS_TEXT, eot_samples_of, get_protocol
-from .statistics import decode_counts, summarize_counts, worst_case, worst_case_per_image
+from .statistics import decode_counts, summarize_counts, worst_case
 
-FORMAT = "lwta-plugin/leaderboard-entry-2"  # what the evaluation writes
-FORMAT_COMMON_IMAGES = "lwta-plugin/leaderboard-entry-1"  # worst cases over the images every attack shares
-FORMATS = (FORMAT_COMMON_IMAGES, FORMAT)
 COMBINE_INTO = "adaptive"
 COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
 LINF_TOLERANCE = 1e-5  # float slack of an attack's perturbation against its eps
@@ -70,27 +62,17 @@ def in_worst_case(result: Mapping[str, Any], eps: float) -> bool:
     return result["kind"] == "adversarial" and bool(result["bounded"]) and at_threat_eps(effective_eps(result), eps)
 
 
-def per_image_rule(entry_format: str) -> bool:
-    """Whether entries of ``entry_format`` take the worst case per image (:data:`FORMAT`) rather than over the
-    images every attack shares (:data:`FORMAT_COMMON_IMAGES`)."""
-    return entry_format != FORMAT_COMMON_IMAGES
+def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float) -> dict:
+    """Per-image worst case over the results that enter it (:func:`in_worst_case`)."""
+    return worst_case({k: r for k, r in results.items() if in_worst_case(r, eps)}, passes)
 
 
-def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float,
-                  per_image: bool = True) -> dict:
-    """Per-image worst case over the results that enter it (:func:`in_worst_case`), by the rule of the entry's
-    format (:func:`per_image_rule`)."""
-    chosen = {k: r for k, r in results.items() if in_worst_case(r, eps)}
-    return worst_case_per_image(chosen, passes) if per_image else worst_case(chosen, passes)
-
-
-def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float,
-                  per_image: bool = True) -> dict | None:
+def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float) -> dict | None:
     """The worst case of clean and AutoAttack 'rand' (``apgd_rand``), when it ran at the threat model's eps outside
     a smoke test."""
     if smoke or "apgd_rand" not in results or not in_worst_case(results["apgd_rand"], eps):
         return None
-    return worst_case_of({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes, eps, per_image)
+    return worst_case_of({k: v for k, v in results.items() if k in ("clean", "apgd_rand")}, passes, eps)
 
 
 def check_attack_eps(key: str, result: Mapping[str, Any], eps: float) -> None:
@@ -126,7 +108,7 @@ def combined_worst_case(entry: dict, siblings: Iterable[dict]) -> dict | None:
     if len(parts) == 1:
         return None
     results = {f"{name}/{k}": parts[name]["attacks"][k] for name in sorted(parts) for k in sorted(parts[name]["attacks"])}
-    combined = worst_case_of(results, passes, threat_eps(entry["dataset"]), per_image_rule(entry["format"]))
+    combined = worst_case_of(results, passes, threat_eps(entry["dataset"]))
     combined["sources"] = {name: parts[name]["config_sha256"] for name in sorted(parts)}
     return combined
 
@@ -237,9 +219,8 @@ def check_figures(entry: dict) -> None:
                  "its hyperparameters")
         check_attack_eps(key, r, eps)
     _compare("clean_acc", entry["clean_acc"], pct(results["clean"]["mean"]), "the clean result")
-    per_image = per_image_rule(entry["format"])
-    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps, per_image))
-    aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps, per_image)
+    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps))
+    aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps)
     _compare("autoattack_acc", entry.get("autoattack_acc"), None if aa is None else pct(aa["mean"]))
     _compare("indicators", entry["indicators"], json.loads(json.dumps(from_results(results, passes=passes))))
     combined = entry.get("worst_case_all_protocols")

@@ -143,9 +143,10 @@ def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: st
     ``results[key]`` holds ``kind`` (clean | adversarial | random_score), ``bounded``, ``n_examples``,
     ``per_example_correct`` (encoded counts) and optionally ``start`` (index of its first test image, default 0),
     as leaderboard entries store them. The result covers images ``[max start, min(start + n_examples))`` and
-    records ``start`` when it is not 0. The rule of entries of format ``leaderboard-entry-1``; newer ones use
-    :func:`worst_case_per_image`."""
-    keys = _worst_keys(results)
+    records ``start`` when it is not 0."""
+    keys = [k for k, r in results.items() if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"])]
+    if not keys:
+        raise ValueError("worst case needs at least the clean result")
     first = max(results[k].get("start", 0) for k in keys)
     stop = min(results[k].get("start", 0) + results[k]["n_examples"] for k in keys)
     if stop <= first:
@@ -159,49 +160,6 @@ def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: st
            "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(counts, passes)}
     if first:
         out["start"] = first
-    return out
-
-
-def _worst_keys(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    keys = [k for k, r in results.items() if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"])]
-    if not keys:
-        raise ValueError("worst case needs at least the clean result")
-    return keys
-
-
-def worst_case_per_image(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: str = "") -> dict:
-    """Per-image minimum over the results that ran on that image (the clean result and every bounded adversarial
-    attack), over every test image that at least one of those attacks covered (the clean images alone when there
-    is no attack): an attack on few images does not shrink the worst case to them.
-
-    ``results`` as for :func:`worst_case`. The images fall into ``parts``, runs of consecutive test images covered by
-    the same results, each recorded as ``{"start", "n_examples", "attacks", "mean"}``; ``per_example_correct``
-    holds the images of the parts in order and ``start`` (when not 0) is the first of them."""
-    keys = _worst_keys(results)
-    spans = {k: (results[k].get("start", 0), results[k].get("start", 0) + results[k]["n_examples"]) for k in keys}
-    attacks = [k for k in keys if results[k]["kind"] != "clean"] or keys
-    images = sorted({i for k in attacks for i in range(*spans[k])})
-    decoded = {k: decode_counts(results[k]["per_example_correct"]) for k in keys}
-    counts: list[int] = []
-    parts: list[dict[str, Any]] = []
-    for i in images:
-        here = [k for k in keys if spans[k][0] <= i < spans[k][1]]
-        counts.append(min(decoded[k][i - spans[k][0]] for k in here))
-        names = [prefix + k for k in here]
-        if parts and parts[-1]["attacks"] == names and parts[-1]["start"] + parts[-1]["n_examples"] == i:
-            parts[-1]["n_examples"] += 1
-        else:
-            parts.append({"start": i, "n_examples": 1, "attacks": names})
-    first = 0
-    for part in parts:
-        part["mean"] = round_stat(math.fsum(counts[first:first + part["n_examples"]]) / (passes * part["n_examples"]))
-        first += part["n_examples"]
-    used = {a for part in parts for a in part["attacks"]}
-    out = {**summarize_counts(counts, passes), "n_examples": len(counts), "passes": passes,
-           "attacks": [prefix + k for k in keys if prefix + k in used],
-           "per_example_correct": encode_counts(counts, passes), "parts": parts}
-    if images[0]:
-        out["start"] = images[0]
     return out
 
 

@@ -172,33 +172,6 @@ def test_summaries_and_worst_case():
     assert decode_counts(w["per_example_correct"]) == [1, 2, 1]
 
 
-def test_worst_case_per_image_covers_every_attacked_image():
-    """Each image's minimum over the results that ran on it, over every image a bounded attack covered, in parts of
-    consecutive images covered by the same results; unbounded attacks and scores stay out."""
-    from lwta_plugin.statistics import worst_case_per_image
-
-    def res(kind, counts, start=0, bounded=True):
-        r = {"kind": kind, "bounded": bounded, "n_examples": len(counts), "per_example_correct": encode_counts(counts, 2)}
-        return dict(r, start=start) if start else r
-
-    results = {"clean": res("clean", [2] * 10), "pgd": res("adversarial", [1] * 10),
-               "small": res("adversarial", [0, 2, 0]), "late": res("adversarial", [0] * 10, start=5),
-               "far": res("adversarial", [2, 1], start=20), "cw": res("adversarial", [0] * 30, bounded=False),
-               "random": res("random_score", [0] * 30, bounded=False)}
-    w = worst_case_per_image(results, passes=2)
-    assert w["n_examples"] == 17 and "start" not in w and w["attacks"] == ["clean", "pgd", "small", "late", "far"]
-    assert decode_counts(w["per_example_correct"]) == [0, 1, 0, 1, 1] + [0] * 10 + [2, 1]
-    assert [(p["start"], p["n_examples"], p["attacks"]) for p in w["parts"]] == [
-        (0, 3, ["clean", "pgd", "small"]), (3, 2, ["clean", "pgd"]), (5, 5, ["clean", "pgd", "late"]),
-        (10, 5, ["late"]), (20, 2, ["far"])]
-    assert [p["mean"] for p in w["parts"]] == [pytest.approx(1 / 6), 0.5, 0.0, 0.0, 0.75]
-    assert w["mean"] == pytest.approx(summarize_counts(decode_counts(w["per_example_correct"]), 2)["mean"])
-    alone = worst_case_per_image({"clean": results["clean"], "cw": results["cw"]}, passes=2)
-    assert alone["attacks"] == ["clean"] and alone["n_examples"] == 10  # no attack: the clean images
-    shifted = worst_case_per_image({"clean": res("clean", [2] * 10), "pgd": res("adversarial", [1, 0], start=4)}, 2)
-    assert shifted["start"] == 4 and shifted["n_examples"] == 2 and shifted["parts"][0]["attacks"] == ["clean", "pgd"]
-
-
 def test_stable_seed_is_stable():
     assert stable_seed(0, "m", "smoke", "pgd", 3) == stable_seed(0, "m", "smoke", "pgd", 3)
     assert stable_seed(0, "m", "smoke", "pgd", 3) != stable_seed(0, "m", "smoke", "pgd", 4)
@@ -318,31 +291,6 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
     timing = json.loads(path.with_suffix(".timing.json").read_text())
     assert set(timing["seconds"]) == set(attacks)
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
-
-
-def test_a_small_attack_does_not_shrink_the_worst_case(tmp_path, ckpt):
-    """The worst case runs over every image an attack at the threat model's eps covered (not only those all attacks
-    share), each image's minimum over the attacks that ran on it, with the parts recorded. Entries of the earlier
-    format keep the rule they were made with (every committed entry validates: tests/test_verify.py); a format
-    label that does not match the figures is refused."""
-    from lwta_plugin.figures import FORMAT, FORMAT_COMMON_IMAGES
-
-    overrides = {"smoke": {"eot_pgd_2x": {"n_examples": 2}}}
-    _evaluate(tmp_path, ckpt, overrides=overrides, attacks=["clean", "pgd", "eot_pgd_2x", "cw"])
-    entry = json.loads(entry_file(tmp_path).read_text())
-    validate_entry(entry)
-    w = entry["worst_case"]
-    assert entry["format"] == FORMAT and w["n_examples"] == 6 and w["attacks"] == ["clean", "pgd", "eot_pgd_2x"]
-    assert [(p["start"], p["n_examples"], p["attacks"]) for p in w["parts"]] == [
-        (0, 2, ["clean", "pgd", "eot_pgd_2x"]), (2, 4, ["clean", "pgd"])]
-    per = {k: decode_counts(entry["attacks"][k]["per_example_correct"]) for k in w["attacks"]}
-    expected = [min(per["clean"][i], per["pgd"][i], *([per["eot_pgd_2x"][i]] if i < 2 else [])) for i in range(6)]
-    assert decode_counts(w["per_example_correct"]) == expected
-    assert "over clean, pgd, eot_pgd_2x (6 images)" in entry["footnote"]
-    old = copy.deepcopy(entry)
-    old["format"] = FORMAT_COMMON_IMAGES  # the earlier rule gives 2 images: these figures are not of that rule
-    with pytest.raises(ValueError, match="field 'worst_case/"):
-        validate_entry(old)
 
 
 def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference):

@@ -75,24 +75,6 @@ def test_every_committed_leaderboard_file_is_valid():
                                                               "`lwta leaderboard`"
 
 
-def test_committed_entries_keep_the_worst_case_rule_they_were_made_with():
-    """Committed entries of format leaderboard-entry-1 were computed over the images every attack shares; they are
-    recognised by their format and checked with that rule (above), and the same figures under the current format
-    (per-image worst case with its parts) are refused."""
-    from lwta_plugin.figures import FORMAT, FORMAT_COMMON_IMAGES
-
-    entries = find_entries(ROOT / "leaderboard")
-    if not entries:
-        pytest.skip("no committed entries")
-    old = [json.loads(p.read_text(encoding="utf-8")) for p in entries]
-    old = [e for e in old if e["format"] == FORMAT_COMMON_IMAGES and e["protocol"]["name"] == "adaptive"]
-    assert old, "the committed adaptive entries were made with the earlier rule"
-    for entry in old:
-        relabelled = dict(entry, format=FORMAT)
-        with pytest.raises(ValueError, match="field 'worst_case/"):
-            validate_entry(relabelled)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the paper's numbers
 
