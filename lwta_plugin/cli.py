@@ -7,6 +7,7 @@ in the order of ``lwta --help``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,16 +16,28 @@ from .evaluation import cli as evaluation_cli
 from .evaluation.errors import EvaluationError
 from .io import LockHeldError
 from .models import list_models
+from .zoo import DATASETS, available_models
 
 
 def _models(args: argparse.Namespace) -> int:
-    print("\n".join(list_models()))
+    shipped: dict[str, list[str]] = {}
+    for dataset in DATASETS:
+        for entry in available_models(dataset):
+            shipped.setdefault(entry["name"], []).append(dataset)
+    names = [n for n in list_models() if n in shipped or not args.shipped]
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  weights: {', '.join(shipped[name])}" if name in shipped else name)
     return 0
 
 
 def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``lwta models``: the registered architectures, one name per line."""
-    p = subparsers.add_parser("models", help="list registered architectures")
+    """``lwta models``: the registered architectures, one per line; those with shipped weights say for which data
+    sets."""
+    p = subparsers.add_parser("models", help="list registered architectures (and which have shipped weights)",
+                              description="List the registered architectures, one per line; a model with shipped "
+                                          "(pretrained) weights is followed by the data sets they are for.")
+    p.add_argument("--shipped", action="store_true", help="only the models with shipped weights")
     p.set_defaults(func=_models)
     return p
 
@@ -59,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"lwta: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lwta models | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except OSError as e:  # a full disk, a read-only or missing directory: the path and the reason, no traceback
         print(f"lwta: error: {describe_os_error(e)}", file=sys.stderr)
         return 2

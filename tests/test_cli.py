@@ -421,3 +421,16 @@ def test_committed_configs_name_known_protocols():
             for proto, attacks in run_.get("overrides", {}).items():
                 keys = {a.key for a in get_protocol(proto, cfg["dataset"]).attacks}
                 assert set(attacks) <= keys, (name, proto)
+
+
+def test_models_marks_the_shipped_ones(capsys, monkeypatch):
+    from lwta_plugin.cli import main
+
+    monkeypatch.delenv("LWTA_WEIGHTS_DIR")  # the package's own weight store
+
+    assert main(["models", "--shipped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[0] == "lwta_ibp_softmax" and "weights: mnist" in line for line in lines)
+    assert all("weights:" in line for line in lines) and "lwta_ibp_tanhens16" not in {ln.split()[0] for ln in lines}
+    assert main(["models"]) == 0
+    assert "lwta_ibp_tanhens16" in capsys.readouterr().out.split()
