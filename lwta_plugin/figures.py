@@ -127,9 +127,13 @@ def finalize_entry(entry: dict) -> None:
     parts = []
     if p["smoke"]:
         parts.append("SMOKE TEST (tiny attack budgets): not a robustness estimate.")
-    parts.append(f"Random model: each prediction averages {entry['protocol']['scoring']['samples']} stochastic passes; "
-                 f"accuracies are means over {p['scoring']['passes']} predictions per image with 95% CIs. "
-                 f"Protocol '{p['name']}'.")
+    if entry.get("number_forward_passes", 0) == 1:  # RobustBench's field: 1 for a deterministic model
+        parts.append(f"Deterministic model: one forward pass per prediction; accuracies with 95% CIs over the "
+                     f"images. Protocol '{p['name']}'.")
+    else:
+        parts.append(f"Random model: each prediction averages {p['scoring']['samples']} stochastic passes; "
+                     f"accuracies are means over {p['scoring']['passes']} predictions per image with 95% CIs. "
+                     f"Protocol '{p['name']}'.")
     which = ", ".join(worst["attacks"])
     if p["adaptive"]:
         parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")

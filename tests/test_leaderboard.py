@@ -502,3 +502,18 @@ def test_only_unbounded_attacks_above_the_threshold_count_as_failed():
     assert failed_unbounded_attacks(entry) == {"cw"}
     entry["indicators"][0]["fired"] = False
     assert failed_unbounded_attacks(entry) == set()
+
+
+def test_footnote_says_deterministic_for_a_deterministic_model():
+    import json
+    from pathlib import Path
+
+    from lwta_plugin.figures import finalize_entry
+
+    base = Path(__file__).resolve().parent.parent / "leaderboard" / "mnist" / "Linf"
+    for name, first in (("relu_softmax__paper.json", "Deterministic model"),
+                        ("lwta_ibp_softmax__paper.json", "Random model")):
+        entry = json.loads((base / name).read_text(encoding="utf-8"))
+        entry["footnote"] = ""
+        finalize_entry(entry)
+        assert entry["footnote"].startswith(first), name
