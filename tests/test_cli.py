@@ -434,3 +434,15 @@ def test_models_marks_the_shipped_ones(capsys, monkeypatch):
     assert all("weights:" in line for line in lines) and "lwta_ibp_tanhens16" not in {ln.split()[0] for ln in lines}
     assert main(["models"]) == 0
     assert "lwta_ibp_tanhens16" in capsys.readouterr().out.split()
+
+
+def test_summary_table_lists_attacks_in_protocol_order():
+    import json
+    from pathlib import Path
+
+    from lwta_plugin.evaluation.cli import summary_table
+
+    entry = json.loads((Path(__file__).resolve().parent.parent / "leaderboard" / "mnist" / "Linf"
+                        / "relu_softmax__ladder.json").read_text(encoding="utf-8"))
+    attacks = [line.split()[1] for line in summary_table([entry]).splitlines()[1:]]
+    assert attacks[:6] == ["clean", "literal", "best_iterate", "true_labels", "exact_sampler", "eot20"]
