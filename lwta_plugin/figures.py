@@ -204,7 +204,13 @@ def _ordered_results(entry: dict) -> dict[str, dict]:
         _compare(f"attacks/{key}/attack", r["attack"], spec.attack or spec.kind, f"protocol {protocol.name!r}")
         _compare(f"attacks/{key}/bounded", r["bounded"], spec.bounded, f"protocol {protocol.name!r}")
         _compare(f"attacks/{key}/passes", r["passes"], passes, "the protocol's scoring")
-    return {a.key: entry["attacks"][a.key] for a in protocol.attacks if a.key in entry["attacks"]}
+    return {key: entry["attacks"][key] for key in protocol_order(entry)}
+
+
+def protocol_order(entry: dict) -> list[str]:
+    """The keys of the entry's attacks in its protocol's order (clean first), not the JSON's alphabetical order."""
+    protocol = get_protocol(entry["protocol"]["name"], entry["dataset"])
+    return [a.key for a in protocol.attacks if a.key in entry["attacks"]]
 
 
 def check_figures(entry: dict) -> None:

@@ -88,8 +88,8 @@ def list_models() -> list[str]:
         for act in ("lwtamax", "lwta"):
             for ibp in ("", "_ibp"):
                 names += [f"{act}{ibp}_{code}", f"{act}{ibp}_{code}_u4"]
-    return (names + [f"{n}_fgsm" for n in names]
-            + [f"{n}_refcode" for n in names if "_ibp_" in n])
+    # the reference-code variant exists for IBP models only (parse_name refuses the others)
+    return names + [f"{n}_{v}" for v in VARIANTS if v for n in names if v != "refcode" or "_ibp_" in n]
 
 
 # What the parts of a name mean, for people: RobustBench's short ``architecture`` string and the model cards.

@@ -39,18 +39,18 @@ def _cell(result: dict | None) -> str:
     return f"{100 * result['mean']:.1f} [{100 * result['ci_low']:.1f}, {100 * result['ci_high']:.1f}]"
 
 
+def _row(label: str, entry: dict) -> str:
+    a = entry["attacks"]
+    n = ", ".join(str(a[k]["n_examples"]) for k, _ in SERIES if k in a)
+    return f"| {label} | " + " | ".join(_cell(a.get(k)) for k, _ in SERIES) + f" | {n} |"
+
+
 def table(points: list[tuple[int, dict]], shipped: dict | None) -> str:
     rows = ["| checkpoint | " + " | ".join(title for _, title in SERIES) + " | images |",
             "|---|" + "---:|" * (len(SERIES) + 1)]
-    for epoch, entry in points:
-        a = entry["attacks"]
-        n = ", ".join(str(a[k]["n_examples"]) for k, _ in SERIES if k in a)
-        rows.append(f"| epoch {epoch} | " + " | ".join(_cell(a.get(k)) for k, _ in SERIES) + f" | {n} |")
+    rows += [_row(f"epoch {epoch}", entry) for epoch, entry in points]
     if shipped is not None:
-        a = shipped["attacks"]
-        n = ", ".join(str(a[k]["n_examples"]) for k, _ in SERIES if k in a)
-        rows.append("| shipped `lwta_ibp_softmax` (5 epochs, another run) | "
-                    + " | ".join(_cell(a.get(k)) for k, _ in SERIES) + f" | {n} |")
+        rows.append(_row("shipped `lwta_ibp_softmax` (5 epochs, another run)", shipped))
     return "\n".join(rows)
 
 

@@ -71,23 +71,26 @@ def test_same_seed_same_weights_and_selection_on_validation(tmp_path, root):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkeypatch):
-    train(_cfg(root), tmp_path / "full.pt", progress=False)
+def _train_killed_after_epoch_one(monkeypatch, cfg: TrainConfig, out) -> None:
+    """Run ``train`` until its resume state after epoch 1 is written, then stop it as a kill would."""
     real_save = train_module.save_checkpoint
-    calls = []
 
     def crash_after_epoch_one(path, *args, **kwargs):
         sha = real_save(path, *args, **kwargs)
-        calls.append(str(path))
         if str(path).endswith(".last.pt"):
             raise KeyboardInterrupt("simulated kill after epoch 1")
         return sha
 
     monkeypatch.setattr(train_module, "save_checkpoint", crash_after_epoch_one)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(root), tmp_path / "resumed.pt", progress=False)
-    assert (tmp_path / "resumed.last.pt").is_file() and not (tmp_path / "resumed.pt").exists()
+        train(cfg, out, progress=False)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkeypatch):
+    train(_cfg(root), tmp_path / "full.pt", progress=False)
+    _train_killed_after_epoch_one(monkeypatch, _cfg(root), tmp_path / "resumed.pt")
+    assert (tmp_path / "resumed.last.pt").is_file() and not (tmp_path / "resumed.pt").exists()
     train(_cfg(root), tmp_path / "resumed.pt", progress=False)
     full, resumed = read_checkpoint(tmp_path / "full.pt"), read_checkpoint(tmp_path / "resumed.pt")
     assert resumed["state_sha256"] == full["state_sha256"]
@@ -97,18 +100,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, root, monkey
 def test_resume_only_with_the_same_settings(tmp_path, root, monkeypatch):
     """A rerun with another learning rate, seed, epoch count or model does not continue the interrupted run
     (it would record settings it did not train with); it says how to continue or start over."""
-    real_save = train_module.save_checkpoint
-
-    def crash_after_epoch_one(path, *args, **kwargs):
-        sha = real_save(path, *args, **kwargs)
-        if str(path).endswith(".last.pt"):
-            raise KeyboardInterrupt("simulated kill after epoch 1")
-        return sha
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_epoch_one)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(root), tmp_path / "run.pt", progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    _train_killed_after_epoch_one(monkeypatch, _cfg(root), tmp_path / "run.pt")
     last = tmp_path / "run.last.pt"
     before = last.read_bytes()
     for change, shown in (({"lr": 2e-3}, "lr 0.001 -> 0.002"), ({"seed": 4}, "seed 3 -> 4"),

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from ..figures import protocol_order
 from ..plots import make_plots
-from ..protocols import EPS, PROTOCOLS, get_protocol
+from ..protocols import EPS, PROTOCOLS
 from .api import evaluate, load_inputs
 from .config import DEFAULT_OUT_DIR, EvaluationConfig, load_config, parse_shard
 from .loading import pair_checkpoints
@@ -137,20 +138,11 @@ def summary_table(entries: Sequence[dict]) -> str:
     by = {(e["model"], e["protocol"]["name"]): e for e in entries}
     rows = [["model", "attack", *protos]]
     for model in dict.fromkeys(e["model"] for e in entries):
-        keys = list(dict.fromkeys(k for p in protos if (model, p) in by for k in _attack_order(by[(model, p)])))
+        keys = list(dict.fromkeys(k for p in protos if (model, p) in by for k in protocol_order(by[(model, p)])))
         for key in [*keys, "worst case", "unreliable"]:
             rows.append([model, key, *(_cell(by.get((model, p)), key) for p in protos)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def _attack_order(entry: dict) -> list[str]:
-    """The entry's attacks in their protocol's order (clean first), not the alphabetical order of the JSON."""
-    try:
-        order = [a.key for a in get_protocol(entry["protocol"]["name"], entry["dataset"]).attacks]
-    except (KeyError, ValueError):
-        order = []
-    return sorted(entry["attacks"], key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def _cell(entry: dict | None, key: str) -> str:
