@@ -18,7 +18,7 @@ from typing import Any
 from .attacks.indicators import from_results
 from .paper import paper_rows, paper_value, row_reference
 from .protocols import EPS, EPS_TEXT, eot_samples_of, get_protocol
-from .statistics import decode_counts, summarize_counts, worst_case
+from .statistics import NOT_ATTACKED, decode_counts, decode_partial, summarize_counts, worst_case
 
 COMBINE_INTO = "adaptive"
 COMBINE_FROM = ("paper", "paper-concrete", "autoattack-rand")
@@ -62,9 +62,28 @@ def in_worst_case(result: Mapping[str, Any], eps: float) -> bool:
     return result["kind"] == "adversarial" and bool(result["bounded"]) and at_threat_eps(effective_eps(result), eps)
 
 
-def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float) -> dict:
-    """Per-image worst case over the results that enter it (:func:`in_worst_case`)."""
-    return worst_case({k: r for k, r in results.items() if in_worst_case(r, eps)}, passes)
+def worst_case_of(results: Mapping[str, Mapping[str, Any]], passes: int, eps: float,
+                  cascade: Mapping[str, Any] | None = None) -> dict:
+    """Per-image worst case over the results that enter it (:func:`in_worst_case`); with a ``cascade`` section,
+    over its images and stages too (every image of the cascade, each with the results that cover it)."""
+    chosen = {k: r for k, r in results.items() if in_worst_case(r, eps)}
+    if cascade is None:
+        return worst_case(chosen, passes)
+    chosen.update(_stages(cascade, len(cascade["stages"]), eps))
+    return worst_case(chosen, passes, cover=(cascade["start"], cascade["n_examples"]))
+
+
+def _stages(cascade: Mapping[str, Any], upto: int, eps: float) -> dict[str, dict]:
+    """The first ``upto`` stages of a cascade section as results for :func:`lwta_plugin.statistics.worst_case`."""
+    return {f"cascade/{st['attack']}": {**st, "start": cascade["start"], "n_examples": cascade["n_examples"]}
+            for st in cascade["stages"][:upto] if in_worst_case(st, eps)}
+
+
+def cascade_summary(cascade: Mapping[str, Any], passes: int, upto: int, eps: float) -> dict:
+    """Robust accuracy after the first ``upto`` stages of a cascade: the worst case over them alone (mean and
+    interval on fresh draws when the stages have them)."""
+    w = worst_case(_stages(cascade, upto, eps), passes, cover=(cascade["start"], cascade["n_examples"]))
+    return {k: w[k] for k in _SUMMARY}
 
 
 def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float) -> dict | None:
@@ -135,7 +154,15 @@ def finalize_entry(entry: dict) -> None:
                      f"accuracies are means over {p['scoring']['passes']} predictions per image with 95% CIs. "
                      f"Protocol '{p['name']}'.")
     which = ", ".join(worst["attacks"])
-    if p["adaptive"]:
+    if p["adaptive"] and worst.get("method") == "fresh":
+        stages = [a for a in worst["attacks"] if a.startswith("cascade/")]
+        cascade = (f"; the cascade's {len(stages)} stages on all of them, each only on the images the earlier ones "
+                   "did not break") if stages else ""
+        parts.append(f"external = per-image worst case over {worst['n_examples']} images (the attacks "
+                     f"{', '.join(a for a in worst['attacks'] if not a.startswith('cascade/'))} on their images"
+                     f"{cascade}): each image's strongest point selected on one set of draws and scored on fresh, "
+                     "independent draws (unbiased).")
+    elif p["adaptive"]:
         parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")
     if "autoattack_acc" in entry:
         aa = entry["attacks"]["apgd_rand"]
@@ -229,7 +256,10 @@ def check_figures(entry: dict) -> None:
                  "its hyperparameters")
         check_attack_eps(key, r, eps)
     _compare("clean_acc", entry["clean_acc"], pct(results["clean"]["mean"]), "the clean result")
-    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps))
+    cascade = entry.get("cascade")
+    if cascade is not None:
+        _check_cascade(cascade, entry["protocol"], passes, eps)
+    _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps, cascade))
     aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps)
     _compare("autoattack_acc", entry.get("autoattack_acc"), None if aa is None else pct(aa["mean"]))
     _compare("indicators", entry["indicators"], json.loads(json.dumps(from_results(results, passes=passes))))
@@ -247,6 +277,34 @@ def check_figures(entry: dict) -> None:
     finalize_entry(derived_entry)
     for key in ("unreliable", "external", "footnote"):
         _compare(key, entry.get(key), derived_entry.get(key), "the entry's indicators and worst case")
+
+
+def _check_cascade(cascade: dict, protocol: Mapping[str, Any], passes: int, eps: float) -> None:
+    """Raise ValueError unless the cascade section follows its protocol's stages and its own rule (a stage attacks
+    exactly the images no earlier stage broke) and its counts and robust accuracies are what its strings give."""
+    declared = (protocol.get("cascade") or {}).get("stages")
+    got = [st["attack"] for st in cascade["stages"]]
+    _compare("cascade/stages", got, declared, "the protocol's cascade")
+    n = cascade["n_examples"]
+    alive = [True] * n
+    for k, st in enumerate(cascade["stages"]):
+        where = f"cascade/stages/{k}"
+        sel = st["per_example_correct"]
+        _compare(f"{where}/per_example_correct length", len(sel), n, "the cascade's n_examples")
+        attacked = [ch != NOT_ATTACKED for ch in sel]
+        _compare(f"{where}/attacked images", attacked, alive, "the earlier stages (each attacks the images not broken)")
+        fresh = st.get("per_example_fresh")
+        if fresh is not None:
+            _compare(f"{where}/per_example_fresh attacked images", [ch != NOT_ATTACKED for ch in fresh], attacked,
+                     "per_example_correct")
+        _compare(f"{where}/n_attacked", st["n_attacked"], sum(attacked))
+        _compare(f"{where}/n_broken", st["n_broken"], sel.count("0"))
+        for i, c in enumerate(decode_partial(sel)):
+            if c is not None and c > passes:
+                raise ValueError(f"field '{where}/per_example_correct': count {c} > passes {passes}")
+            if c == 0:
+                alive[i] = False
+        _compare_summary(f"{where}/robust_after", st["robust_after"], cascade_summary(cascade, passes, k + 1, eps))
 
 
 def check_combined(entry: dict, siblings: Iterable[dict]) -> None:

@@ -55,6 +55,7 @@ Protocols
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -143,9 +144,31 @@ class Scoring:
     passes: int = 10
     sampling: str = "paper"  # test-time behaviour of the stochastic layers (see LWTANet.sampling)
     random_threshold: float = 0.9  # "Random": fraction of noise images with max probability below this
+    fresh: bool = False  # also score every point on fresh draws, for the unbiased worst case (statistics.worst_case)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.fresh:
+            del d["fresh"]  # entries written before fresh scoring existed hash and read the same
+        return d
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """Attacks run one after another, AutoAttack style: each stage (an attack key of the protocol, ``clean``
+    first) runs only on the images no earlier stage has broken, over test images ``[start, start +
+    n_examples)``. An image is *broken* when all of the scoring's predictions of a stage's point are wrong (its
+    count on the selection draws is 0). The stages reuse their attack's settings (params, sampling, labels); the
+    attacks' standalone results stay in the entry on their own (smaller) image counts."""
+
+    stages: tuple[str, ...]
+    n_examples: int = ITERATIVE
+    batch_size: int = 100
+    start: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": list(self.stages), "n_examples": self.n_examples, "batch_size": self.batch_size,
+                "start": self.start}
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,7 @@ class Protocol:
     adaptive: bool = False  # contains adaptive attacks: its worst case is reported as RobustBench's `external`
     labels: str = "true"
     notes: tuple[str, ...] = ()
+    cascade: Cascade | None = None
 
     def attack(self, key: str) -> AttackSpec:
         """The attack with result key ``key``."""
@@ -169,9 +193,17 @@ class Protocol:
         raise KeyError(f"protocol {self.name!r} has no attack {key!r}; it has {[a.key for a in self.attacks]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "smoke": self.smoke, "adaptive": self.adaptive,
-                "labels": self.labels, "notes": list(self.notes), "scoring": self.scoring.to_dict(),
-                "attacks": [a.to_dict() for a in self.attacks]}
+        d = {"name": self.name, "title": self.title, "smoke": self.smoke, "adaptive": self.adaptive,
+             "labels": self.labels, "notes": list(self.notes), "scoring": self.scoring.to_dict(),
+             "attacks": [a.to_dict() for a in self.attacks]}
+        if self.cascade is not None:
+            d["cascade"] = self.cascade.to_dict()
+        return d
+
+    @property
+    def early_exit(self) -> bool:
+        """Whether any attack runs with early exit (its ``early_exit`` hyperparameter)."""
+        return any(a.params.get("early_exit") for a in self.attacks)
 
 
 PROTOCOLS = ("paper", "paper-concrete", "paper-literal", "ladder", "adaptive", "autoattack-rand", "smoke")
@@ -260,33 +292,55 @@ def _ladder(dataset: str) -> list[AttackSpec]:
     ]
 
 
+# Early exit (issue 17): an image whose iterate is misclassified by all of 10 fresh predictions (each the average
+# of 5 draws, the scoring's inference rule) stops costing gradients. Recorded in each attack's hyperparameters.
+EARLY_EXIT = {"early_exit": 10, "confirm_samples": 5}
+EARLY_EXIT_ATTACKS = ("pgd", "eot_pgd", "eot_pgd_margin", "bpda", "apgd_rand")
+# The adaptive cascade: cheapest first; each stage only on the images the earlier ones did not break.
+ADAPTIVE_CASCADE = ("clean", "fgsm", "noise", "pgd", "transfer", "eot_pgd", "eot_pgd_margin", "bpda", "apgd_rand",
+                    "eot_pgd_2x")
+STANDALONE = 200  # the adaptive attacks' standalone results (paired, for the indicators): the first 200 images
+
+
+def _early_exit(attacks: list[AttackSpec]) -> list[AttackSpec]:
+    return [replace(a, params={**a.params, **EARLY_EXIT}) if a.attack in EARLY_EXIT_ATTACKS else a
+            for a in attacks]
+
+
 def _adaptive(dataset: str) -> list[AttackSpec]:
     eps, step = EPS[dataset], ADAPTIVE_STEP[dataset]
     eot = {"eps": eps, "alpha": step, "steps": 100, "random_start": True}
-    return [
+    return _early_exit([
         _clean(),
         AttackSpec("fgsm", "adversarial", "fgsm", {"eps": eps}, n_examples=FULL, batch_size=250,
                    description="one-step sanity check (must be weaker than the iterative attacks)"),
         AttackSpec("noise", "adversarial", "noise", {"eps": eps}, n_examples=FULL, batch_size=250,
                    description="uniform noise in the eps-ball (sanity check: must be weaker than gradient attacks)"),
-        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(eot, eot_samples=20, loss="ce"),
+        AttackSpec("pgd", "adversarial", "pgd", dict(eot, eot_samples=1, loss="ce"), n_examples=STANDALONE,
+                   description="PGD with one stochastic pass per gradient (no EOT), the exact test-time sampler: the "
+                               "cheap first iterative stage of the cascade"),
+        AttackSpec("eot_pgd", "adversarial", "eot_pgd", dict(eot, eot_samples=20, loss="ce"), n_examples=STANDALONE,
                    description="PGD on the EOT (20-sample) expected cross-entropy of the decoded logits"),
         AttackSpec("eot_pgd_2x", "adversarial", "eot_pgd", dict(eot, steps=200, eot_samples=40, loss="ce"),
-                   n_examples=ITERATIVE // 5,
+                   n_examples=STANDALONE // 2,
                    description="EOT-PGD with twice the steps and EOT samples, on the first images of eot_pgd: the "
                                "convergence check (attack_not_converged fires if it is significantly stronger)"),
         AttackSpec("eot_pgd_margin", "adversarial", "eot_pgd_margin", dict(eot, eot_samples=20),
+                   n_examples=STANDALONE,
                    description="EOT-PGD with a margin loss on the raw (pre-activation, pre-log-ReLU) codeword "
                                "correlations (Tramer et al. 2020, section 5.6)"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 100, "eot_iter": 20,
-                                                             "n_restarts": 1},
+                                                             "n_restarts": 1}, n_examples=STANDALONE,
                    description="APGD-CE then APGD-DLR, EOT 20, 1 restart (AutoAttack version 'rand')"),
         AttackSpec("transfer", "adversarial", "transfer", {"eps": eps, "alpha": step, "steps": 100,
-                                                           "surrogate": "expected"},
+                                                           "surrogate": "expected"}, n_examples=STANDALONE,
                    description="PGD on the deterministic expected-value surrogate, transferred to the random model"),
-        AttackSpec("bpda", "adversarial", "bpda", dict(eot, eot_samples=20),
+        AttackSpec("bpda", "adversarial", "bpda", dict(eot, eot_samples=20), n_examples=STANDALONE,
                    description="BPDA: straight-through gradients through the sampled winners, EOT 20"),
-    ]
+    ])
+
+
+SMOKE_EARLY_EXIT = {"early_exit": 2, "confirm_samples": 2}
 
 
 def _smoke(dataset: str) -> list[AttackSpec]:
@@ -295,7 +349,7 @@ def _smoke(dataset: str) -> list[AttackSpec]:
     cw = {"c": 1e-1, "lr": 1e-2, "binary_search_steps": 1, "steps": 3, "confidence": 0.0, "abort_early": True}
     small: dict[str, Any] = {"n_examples": ITERATIVE, "batch_size": 100}
     tag = "SMOKE (tiny budget): "
-    return [
+    attacks = [
         _clean(),
         AttackSpec("pgd", "adversarial", "pgd", dict(tiny, loss="ce"), **small,
                    description=tag + "L-inf PGD, one stochastic pass per gradient"),
@@ -320,6 +374,8 @@ def _smoke(dataset: str) -> list[AttackSpec]:
         AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), **small,
                    description=tag + "BPDA (straight-through winner gradients) with EOT"),
     ]
+    return [replace(a, params={**a.params, **SMOKE_EARLY_EXIT}) if a.attack in EARLY_EXIT_ATTACKS else a
+            for a in attacks]
 
 
 _LITERAL_NOTES = (
@@ -333,6 +389,19 @@ _LITERAL_NOTES = (
      "y=None); accuracy is scored against the true labels."),
     ("Benign accuracy and the Random score use one stochastic pass per prediction; adversarial images are scored "
      "with the average of S = 5 passes' probabilities, as the reference code."),
+)
+
+
+_CASCADE_NOTES = (
+    ("Cascade (AutoAttack style): the attacks run cheapest first, each only on the images that no earlier attack "
+     "broke (broken: all of the scoring's predictions of the point wrong); the entry's cascade section gives the "
+     "robust accuracy after each stage. Every attack also ran on its own on the first images (its result "
+     "below), for the paired attack-failure indicators."),
+    ("Worst case: per image, the point with the lowest count on the selection draws among every bounded attack "
+     "(cascade stages and standalone results), scored on fresh, independent draws: an unbiased estimate. The "
+     "minimum of the selection counts (biased low) is kept as worst_case.selection."),
+    ("Early exit: an iterative attack stops attacking an image once its point is misclassified by all of "
+     "early_exit fresh predictions (each averaging confirm_samples draws); see each attack's hyperparameters."),
 )
 
 
@@ -373,15 +442,17 @@ def get_protocol(name: str, dataset: str = "mnist") -> Protocol:
                              "(lwta_plugin.attacks.torchattacks_pgd)."),))
     if name == "adaptive":
         return Protocol("adaptive", "Adaptive attacks for random models (EOT, margin loss, APGD-EOT, transfer, BPDA)",
-                        tuple(_adaptive(dataset)), adaptive=True, notes=(
-                            ("Worst case = per-example minimum over clean and every bounded attack, including the "
-                             "paper protocol's when its entry exists."),))
+                        tuple(_adaptive(dataset)), scoring=Scoring(fresh=True), adaptive=True,
+                        cascade=Cascade(ADAPTIVE_CASCADE), notes=_CASCADE_NOTES)
     if name == "autoattack-rand":
+        apgd = next(a for a in _adaptive(dataset) if a.key == "apgd_rand")
         return Protocol("autoattack-rand", "AutoAttack 'rand' (APGD-CE + APGD-DLR, EOT 20)",
-                        (_clean(), *(a for a in _adaptive(dataset) if a.key == "apgd_rand")), adaptive=True)
+                        (_clean(), replace(apgd, n_examples=ITERATIVE)), scoring=Scoring(fresh=True),
+                        adaptive=True)
     if name == "smoke":
         return Protocol("smoke", "SMOKE TEST: every attack with tiny budgets; not a robustness estimate",
-                        tuple(_smoke(dataset)), scoring=Scoring(passes=2), smoke=True, adaptive=True,
+                        tuple(_smoke(dataset)), scoring=Scoring(passes=2, fresh=True), smoke=True, adaptive=True,
+                        cascade=Cascade(ADAPTIVE_CASCADE),
                         notes=(("Smoke protocol: tiny step counts and EOT samples. The numbers only show that "
                                 "the pipeline runs."),))
     raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -422,11 +493,17 @@ def check_override(protocol: str, key: str, override: Any) -> dict[str, Any]:
     return dict(override)
 
 
+def without_early_exit(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the early-exit hyperparameters."""
+    return {k: v for k, v in params.items() if k not in EARLY_EXIT}
+
+
 def resolve(protocol: Protocol, n_examples: int | None = None, available: int | None = None,
             batch_size: int | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-            passes: int | None = None) -> Protocol:
+            passes: int | None = None, cascade: bool = True, early_exit: bool = True) -> Protocol:
     """Apply the run's limits: cap every attack's count at ``n_examples`` and at ``available`` images, set a
-    common ``batch_size``, ``passes``, and per-attack ``overrides`` ({key: {"n_examples": .., "params": {..}}})."""
+    common ``batch_size``, ``passes``, and per-attack ``overrides`` ({key: {"n_examples": .., "params": {..}}});
+    ``cascade=False`` / ``early_exit=False`` switch the protocol's cascade / its attacks' early exit off."""
     if n_examples is not None and n_examples < 1:
         raise ValueError(f"n_examples must be >= 1, got {n_examples}")
     if batch_size is not None and batch_size < 1:
@@ -450,10 +527,45 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
             n = min(n, available - start)
             if n < 1:
                 raise ValueError(f"{spec.key}: starts at test image {start}, but only {available} images are there")
-        params = {**spec.params, **ov.get("params", {})}
+        params = spec.params if early_exit else without_early_exit(spec.params)
+        params = {**params, **ov.get("params", {})}
         bs = int(ov.get("batch_size", batch_size or spec.batch_size))
         specs.append(replace(spec, n_examples=n, params=params, batch_size=bs, start=start))
     scoring = protocol.scoring if passes is None else replace(protocol.scoring, passes=passes)
     if not 1 <= scoring.passes <= MAX_PASSES:
         raise ValueError(f"passes must be between 1 and {MAX_PASSES}, got {scoring.passes}")
-    return replace(protocol, attacks=tuple(specs), scoring=scoring)
+    chain = protocol.cascade if cascade else None
+    if chain is not None:
+        n = chain.n_examples if n_examples is None else min(chain.n_examples, n_examples)
+        if available is not None:
+            n = min(n, available - chain.start)
+        chain = replace(chain, n_examples=n, batch_size=batch_size or chain.batch_size)
+    return replace(protocol, attacks=tuple(specs), scoring=scoring, cascade=chain)
+
+
+def select_attacks(protocol: Protocol, keys: Sequence[str]) -> Protocol:
+    """Only the attacks ``keys`` of ``protocol`` (and the cascade stages among them; no cascade without clean)."""
+    attacks = tuple(a for a in protocol.attacks if a.key in keys)
+    chain = protocol.cascade
+    if chain is not None:
+        stages = tuple(k for k in chain.stages if k in keys)
+        chain = replace(chain, stages=stages) if stages[:1] == ("clean",) and len(stages) > 1 else None
+    return replace(protocol, attacks=attacks, cascade=chain)
+
+
+def check_cascade(protocol: Protocol) -> None:
+    """Raise ValueError unless the cascade's stages are attacks of the protocol, clean first, each once."""
+    chain = protocol.cascade
+    if chain is None:
+        return
+    keys = {a.key: a for a in protocol.attacks}
+    if chain.stages[:1] != ("clean",) or len(set(chain.stages)) != len(chain.stages):
+        raise ValueError(f"protocol {protocol.name!r}: the cascade must start with clean and name each stage once, "
+                         f"got {list(chain.stages)}")
+    for key in chain.stages:
+        if key not in keys or keys[key].kind == "random_score" or (key != "clean" and not keys[key].bounded):
+            raise ValueError(f"protocol {protocol.name!r}: cascade stage {key!r} is not a bounded attack of it")
+        if keys[key].start:
+            raise ValueError(f"protocol {protocol.name!r}: cascade stage {key!r} has its own start")
+    if chain.n_examples < 1 or chain.batch_size < 1:
+        raise ValueError(f"protocol {protocol.name!r}: the cascade needs n_examples and batch_size >= 1")

@@ -136,28 +136,67 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return mean, se
 
 
-def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: str = "") -> dict:
-    """Per-image minimum over the clean result and every bounded adversarial attack, on the test images they all
-    cover.
+NOT_ATTACKED = "."  # per-example placeholder of a cascade stage: the image was broken before this stage
+
+
+def decode_partial(text: str) -> list[int | None]:
+    """Like :func:`decode_counts`, with :data:`NOT_ATTACKED` (an image a cascade stage did not attack) as None."""
+    return [None if ch == NOT_ATTACKED else c for ch, c in
+            zip(text, decode_counts(text.replace(NOT_ATTACKED, "0")))]
+
+
+def _per_image(result: Mapping[str, Any], field: str, first: int, stop: int) -> list[int | None]:
+    """``result[field]`` for test images ``[first, stop)``: None where the result does not cover an image."""
+    start = result.get("start", 0)
+    values = decode_partial(result[field])
+    return [values[i - start] if 0 <= i - start < len(values) else None for i in range(first, stop)]
+
+
+def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: str = "",
+               cover: tuple[int, int] | None = None) -> dict:
+    """Per-image worst case over the clean result and every bounded adversarial attack.
 
     ``results[key]`` holds ``kind`` (clean | adversarial | random_score), ``bounded``, ``n_examples``,
-    ``per_example_correct`` (encoded counts) and optionally ``start`` (index of its first test image, default 0),
-    as leaderboard entries store them. The result covers images ``[max start, min(start + n_examples))`` and
-    records ``start`` when it is not 0."""
+    ``per_example_correct`` (encoded counts; :data:`NOT_ATTACKED` where a cascade stage skipped an image),
+    optionally ``per_example_fresh`` (counts of the same points on fresh, independent draws) and ``start`` (index
+    of its first test image, default 0), as leaderboard entries store them.
+
+    Images: ``cover = (start, n)`` (a cascade's images; every image must have at least one result), else the test
+    images that every result covers. Method: when every result has fresh counts, each image's point is *selected*
+    by the lowest count on the selection draws (``per_example_correct``; ties: the first result in order) and
+    *scored* by its fresh counts: an unbiased estimate of the selected points' accuracy (``method: "fresh"``; the
+    minimum of the selection counts, biased low, is kept as ``selection``). Without fresh counts (entries written
+    before they existed) it is that minimum itself, and the result has no ``method``."""
     keys = [k for k, r in results.items() if r["kind"] == "clean" or (r["kind"] == "adversarial" and r["bounded"])]
     if not keys:
         raise ValueError("worst case needs at least the clean result")
-    first = max(results[k].get("start", 0) for k in keys)
-    stop = min(results[k].get("start", 0) + results[k]["n_examples"] for k in keys)
-    if stop <= first:
-        raise ValueError(f"the results {keys} cover no common test image")
-    per = []
-    for k in keys:
-        offset = first - results[k].get("start", 0)
-        per.append(decode_counts(results[k]["per_example_correct"][offset:offset + stop - first]))
-    counts = [min(c) for c in zip(*per)]
-    out = {**summarize_counts(counts, passes), "n_examples": stop - first, "passes": passes,
-           "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(counts, passes)}
+    if cover is None:
+        first = max(results[k].get("start", 0) for k in keys)
+        stop = min(results[k].get("start", 0) + results[k]["n_examples"] for k in keys)
+        if stop <= first:
+            raise ValueError(f"the results {keys} cover no common test image")
+    else:
+        first, stop = cover[0], cover[0] + cover[1]
+    fresh = all("per_example_fresh" in results[k] for k in keys)
+    sel = [_per_image(results[k], "per_example_correct", first, stop) for k in keys]
+    new = [_per_image(results[k], "per_example_fresh", first, stop) for k in keys] if fresh else sel
+    low, scored, chosen = [], [], [0] * len(keys)
+    for i in range(stop - first):
+        options = [(sel[j][i], j) for j in range(len(keys)) if sel[j][i] is not None]
+        if not options:
+            raise ValueError(f"test image {first + i}: no result covers it")
+        best, j = min(options)
+        low.append(best)
+        scored.append(new[j][i])
+        chosen[j] += 1
+    if any(c is None for c in scored):
+        raise ValueError("a result has fresh counts where it has no selection counts")
+    out = {**summarize_counts(scored, passes), "n_examples": stop - first, "passes": passes,
+           "attacks": [prefix + k for k in keys], "per_example_correct": encode_counts(scored, passes)}
+    if fresh:
+        out["method"] = "fresh"
+        out["selection"] = {**summarize_counts(low, passes), "per_example_correct": encode_counts(low, passes)}
+        out["selected"] = {prefix + k: n for k, n in zip(keys, chosen) if n}
     if first:
         out["start"] = first
     return out

@@ -58,6 +58,14 @@ N_IMAGES = 8
 TASKS = 2 * len(get_protocol("smoke").attacks)  # _evaluate: 6 images in batches of 3 for every attack
 
 
+def cascade_tasks(entry_bytes: bytes, block: int = 3) -> int:
+    """How many cascade tasks an entry's run had: per block of images, one per stage that attacked any of them."""
+    stages = json.loads(entry_bytes)["cascade"]["stages"]
+    n = len(stages[0]["per_example_correct"])
+    return sum(any(ch != "." for ch in st["per_example_correct"][j:j + block])
+               for st in stages for j in range(0, n, block))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # fixtures and helpers
 
@@ -280,16 +288,39 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
             assert r["perturbation"]["linf_max"] <= (r["hyperparameters"].get("eps") or 0.5) + 1e-6
     assert attacks["eot_pgd"]["eot_samples"] == 2 and attacks["pgd"]["eot_samples"] == 1
     assert attacks["random"]["metric"] == "fraction_max_prob_below_0.9"
+    # the cascade: clean first, each stage on exactly the images no earlier stage broke (all passes wrong)
+    cascade = entry["cascade"]
+    stages = [st["attack"] for st in cascade["stages"]]
+    assert stages == list(entry["protocol"]["cascade"]["stages"]) and stages[0] == "clean"
+    alive = [True] * 6
+    for st in cascade["stages"]:
+        assert [ch != "." for ch in st["per_example_correct"]] == alive
+        assert st["n_attacked"] == sum(alive) and st["n_broken"] == st["per_example_correct"].count("0")
+        alive = [a and ch != "0" for a, ch in zip(alive, st["per_example_correct"])]
+    robust = [st["robust_after"]["mean"] for st in cascade["stages"]]
+    assert robust == sorted(robust, reverse=True) or entry["protocol"]["scoring"]["fresh"]  # fresh draws may rise
+    # the worst case: over the standalone bounded results and the stages; per image the point with the lowest
+    # selection count, scored by its fresh count
     w = entry["worst_case"]
-    assert set(w["attacks"]) == set(attacks) - {"cw", "bsa", "random"}
-    per = [decode_counts(attacks[k]["per_example_correct"]) for k in w["attacks"]]
-    assert decode_counts(w["per_example_correct"]) == [min(c) for c in zip(*per)]
+    stage_keys = {f"cascade/{k}" for k in stages}
+    assert set(w["attacks"]) == (set(attacks) - {"cw", "bsa", "random"}) | stage_keys
+    assert w["method"] == "fresh" and "selection" in w
+    results = {**attacks, **{f"cascade/{st['attack']}": st for st in cascade["stages"]}}
+    expected_fresh, expected_low = [], []
+    for i in range(6):
+        options = [(results[k]["per_example_correct"][i], n, k) for n, k in enumerate(w["attacks"])
+                   if results[k]["per_example_correct"][i] != "."]
+        low, _, key = min(options)
+        expected_low.append(int(low))
+        expected_fresh.append(int(results[key]["per_example_fresh"][i]))
+    assert decode_counts(w["per_example_correct"]) == expected_fresh
+    assert decode_counts(w["selection"]["per_example_correct"]) == expected_low
     assert entry["external"] == f"{100 * w['mean']:.2f}"
     assert "lwta evaluate --model lwta_ibp_softmax" in entry["command"] and "--protocol smoke" in entry["command"]
     # nothing time-dependent in the entry; the state directory is gone; timing beside it
     assert not (path.parent / f".{path.stem}.partial").exists()
     timing = json.loads(path.with_suffix(".timing.json").read_text())
-    assert set(timing["seconds"]) == set(attacks)
+    assert set(timing["seconds"]) == set(attacks) | stage_keys
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
 
 
@@ -429,10 +460,10 @@ def test_interrupted_run_resumes_to_identical_entry(tmp_path, ckpt, reference, k
         _evaluate(tmp_path, ckpt, on_batch=hook)
     assert not entry_file(tmp_path).exists()
     state = entry_file(tmp_path).parent / f".{NAME}__smoke.partial"
-    assert len(list(state.glob("*/*.json"))) == k  # every finished batch was kept
+    assert len([p for p in state.rglob("*.json") if p.name != "config.json"]) == k  # every finished batch kept
     rerun = stop_after(10**6)
     assert _evaluate(tmp_path, ckpt, on_batch=rerun)[0]["status"] == "written"
-    assert len(rerun.calls) == TASKS - k  # finished batches are not redone
+    assert len(rerun.calls) == TASKS + cascade_tasks(reference) - k  # finished batches are not redone
     assert entry_file(tmp_path).read_bytes() == reference
     assert not state.exists()
 
@@ -454,7 +485,7 @@ def test_records_of_another_configuration_are_never_adopted(tmp_path, ckpt):
     """A process of another seed that goes on writing into the state directory (after a rerun with --no-resume
     replaced it) leaves records behind: they are bound to their run's config_sha256, so a later run of the new
     seed runs those batches again instead of mixing two seeds under one configuration."""
-    few = {"attacks": ["clean", "pgd", "cw"]}  # 6 tasks
+    few = {"attacks": ["clean", "pgd", "cw"], "cascade": False}  # 6 tasks
     clean_run = tmp_path / "clean"
     _evaluate(clean_run, ckpt, seed=1, **few)
     out = tmp_path / "mixed"
@@ -476,7 +507,7 @@ def test_records_of_another_configuration_are_never_adopted(tmp_path, ckpt):
 
 def test_corrupt_state_files_are_named(tmp_path, ckpt):
     """A damaged config.json or task record of the state directory: the error names the file and the way out."""
-    few = {"attacks": ["clean", "pgd"]}
+    few = {"attacks": ["clean", "pgd"], "cascade": False}
     with pytest.raises(Stop):
         _evaluate(tmp_path, ckpt, on_batch=stop_after(2), **few)
     state = entry_file(tmp_path).parent / f".{NAME}__smoke.partial"
@@ -572,7 +603,8 @@ def test_default_out_dir_is_runs_not_the_leaderboard(tmp_path, monkeypatch):
 def test_shards_give_the_unsharded_entry(tmp_path, ckpt, reference):
     statuses = [_evaluate(tmp_path, ckpt, shard=f"{i}/3")[0] for i in range(3)]
     assert [s["status"] for s in statuses] == ["incomplete", "incomplete", "written"]
-    assert statuses[0]["missing"] == TASKS - len(range(0, TASKS, 3))
+    # the cascade's two blocks of images: block 0 goes through it in shard 0, block 1 in shard 1
+    assert statuses[0]["missing"] == TASKS - len(range(0, TASKS, 3)) + 1  # + block 1's next stage
     assert statuses[1]["missing"] == TASKS - len(range(0, TASKS, 3)) - len(range(1, TASKS, 3))
     assert entry_file(tmp_path).read_bytes() == reference
     assert _evaluate(tmp_path, ckpt, shard="1/3")[0]["status"] == "up-to-date"
@@ -582,7 +614,7 @@ def test_shards_on_two_machines_then_merge(tmp_path, ckpt, reference):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _evaluate(a, ckpt, shard=(0, 2))[0]["status"] == "incomplete"
     assert _evaluate(b, ckpt, shard=(1, 2))[0]["status"] == "incomplete"
-    with pytest.raises(IncompleteRunError, match=f"{TASKS // 2} of {TASKS} batches"):
+    with pytest.raises(IncompleteRunError, match=f"{TASKS // 2 + 1} batches"):  # + block 1's next stage
         _evaluate(a, ckpt, merge=True)
     state = f"mnist/Linf/.{NAME}__smoke.partial"
     shutil.copytree(b / state, a / state, dirs_exist_ok=True)  # "copy the state directories together"

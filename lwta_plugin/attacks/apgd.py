@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..eot import EOT, eot_predict, margin_loss
-from .base import Attack, check_number, n_classes_of
+from .base import Attack, check_number, confirmed_adversarial, n_classes_of
 
 BACKENDS = ("auto", "pyautoattack", "torchattacks")
 APGD_LOSSES = ("ce", "dlr")
@@ -48,8 +48,11 @@ class APGDRand(Attack):
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, steps: int = 100, eot_iter: int = 20,
                  n_restarts: int = 1, losses: tuple[str, ...] | list[str] = APGD_LOSSES, rho: float = 0.75,
-                 eot_reduction: str = "probs", chunk_size: int | None = None, backend: str = "auto"):
+                 eot_reduction: str = "probs", chunk_size: int | None = None, backend: str = "auto",
+                 early_exit: int = 0, confirm_samples: int = 5):
         check_number("eps", eps, 0.0)
+        check_number("early_exit", early_exit, 0, integer=True)
+        check_number("confirm_samples", confirm_samples, 1, integer=True)
         check_number("steps", steps, 1, integer=True)
         check_number("eot_iter", eot_iter, 1, integer=True)
         check_number("n_restarts", n_restarts, 1, integer=True)
@@ -64,6 +67,9 @@ class APGDRand(Attack):
                          losses=list(losses), rho=float(rho), eot_reduction=eot_reduction, backend=self.backend)
         self.eps, self.steps, self.eot_iter, self.n_restarts = float(eps), int(steps), int(eot_iter), int(n_restarts)
         self.losses, self.rho, self.eot_reduction, self.chunk_size = losses, float(rho), eot_reduction, chunk_size
+        self.early_exit, self.confirm_samples = int(early_exit), int(confirm_samples)
+        if self.early_exit:  # recorded only when on
+            self.hparams.update(early_exit=self.early_exit, confirm_samples=self.confirm_samples)
 
     def _apgd(self, predict: nn.Module, loss: str, x: torch.Tensor) -> Any:
         if self.backend == "pyautoattack":
@@ -100,20 +106,33 @@ class APGDRand(Attack):
         return out, broken
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each loss in turn; with ``early_exit = k``, a later loss runs only on the images whose earlier result is
+        not confirmed adversarial by ``k`` fresh predictions (:func:`confirmed_adversarial`), as AutoAttack runs
+        each attack only on the points still robust."""
         predict = EOT(self.model, self.eot_iter, self.chunk_size, reduction=self.eot_reduction, output="logits")
-        candidates, path_adv = [], torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        runs, path_adv = [], torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for loss in self.losses:
             if loss == "dlr" and n_classes_of(self.model, x) < 3:
                 continue  # DLR needs three classes
-            cand, broken = self._run(predict, loss, x, y)
-            candidates.append(cand)
-            path_adv |= broken
-        stacked = torch.stack(candidates)
-        margins = torch.stack([margin_loss(eot_predict(self.model, c, self.eot_iter, self.chunk_size), y)
-                               for c in candidates])
-        pick = margins.argmax(0)
-        out = stacked[pick, torch.arange(x.shape[0], device=x.device)]
-        self.last_info = {"path_adversarial": path_adv.cpu(),
-                          "returned_adversarial": (margins.amax(0) > 0).cpu()}
+            idx = todo.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            cand, broken = self._run(predict, loss, x[idx], y[idx])
+            runs.append((idx, cand))
+            path_adv[idx] |= broken
+            if self.early_exit and broken.any():
+                b = broken.nonzero().squeeze(1)
+                sure = confirmed_adversarial(self.model, cand[b], y[idx[b]], self.early_exit, self.confirm_samples)
+                todo[idx[b[sure]]] = False
+        out = x.clone()
+        best = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        for idx, cand in runs:  # of the losses' results, the one with the larger margin (ties: the first)
+            m = margin_loss(eot_predict(self.model, cand, self.eot_iter, self.chunk_size), y[idx]).to(best.dtype)
+            better = m > best[idx]
+            out[idx[better]] = cand[better]
+            best[idx[better]] = m[better]
+        self.last_info = {"path_adversarial": path_adv.cpu(), "returned_adversarial": (best > 0).cpu()}
+        if self.early_exit:
+            self.last_info["exited"] = int((~todo).sum())
         return out
-

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..eot import margin_loss
+from ..eot import eot_predict, margin_loss
 
 
 def model_device_dtype(model: nn.Module, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -82,16 +82,33 @@ class BestIterate:
         self.margin = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
         self.ever_adversarial = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-    def update(self, x_t: torch.Tensor, log_probs: torch.Tensor) -> None:
-        m = margin_loss(log_probs.detach(), self.y).to(self.margin.dtype)
-        better = m > self.margin
-        self.x[better] = x_t.detach()[better]
-        self.margin = torch.where(better, m, self.margin)
-        self.ever_adversarial |= m > 0
+    def update(self, x_t: torch.Tensor, log_probs: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Judge the points ``x_t`` by ``log_probs``; ``rows``: which examples they are (default: all, in order)."""
+        if rows is None:
+            rows = torch.arange(self.x.shape[0], device=self.x.device)
+        m = margin_loss(log_probs.detach(), self.y[rows]).to(self.margin.dtype)
+        better = m > self.margin[rows]
+        self.x[rows[better]] = x_t.detach()[better]
+        self.margin[rows] = torch.where(better, m, self.margin[rows])
+        self.ever_adversarial[rows] |= m > 0
+
 
     @property
     def adversarial(self) -> torch.Tensor:
         return self.margin > 0
+
+
+def confirmed_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int,
+                          samples: int) -> torch.Tensor:
+    """Which of the points ``x`` are misclassified by all of ``passes`` fresh predictions, each the average of
+    ``samples`` draws (the evaluation's inference rule): early exit stops attacking only such images."""
+    wrong = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(passes):
+        idx = wrong.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        wrong[idx] = eot_predict(model, x[idx], samples).argmax(1) != y[idx]
+    return wrong
 
 
 class Attack:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..eot import LOSSES, eot_gradient, eot_predict
-from .base import Attack, BestIterate, check_number, project_linf
+from .base import Attack, BestIterate, check_number, confirmed_adversarial, project_linf
 
 
 class PGD(Attack):
@@ -32,7 +32,14 @@ class PGD(Attack):
     called with every point of the attack path (the start, then the point after each step: ``steps + 1`` calls)
     inside the attack's context, e.g. to record a trajectory; it is not a hyperparameter. A callback that draws
     random numbers shifts the attack's later draws; without one the attack is unchanged.
+
+    early_exit: 0 (off) or ``k``: after each step, an image whose point was misclassified by the step's averaged
+    prediction is checked with ``k`` fresh predictions of ``confirm_samples`` draws each
+    (:func:`~lwta_plugin.attacks.base.confirmed_adversarial`); if all are wrong, that point is returned and the
+    image costs no more gradients (the batch shrinks as the attack goes; ``on_step`` then sees fewer steps).
     """
+
+    early_exit_ok = True  # False for attacks whose steps do not judge the attacked model (transfer)
 
     name = "pgd"
     white_box, iterative = True, True
@@ -40,8 +47,13 @@ class PGD(Attack):
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 40,
                  random_start: bool = True, loss: str = "ce", eot_samples: int = 1, output: str = "logits",
-                 chunk_size: int | None = None, on_step: Callable[[torch.Tensor], None] | None = None):
+                 chunk_size: int | None = None, on_step: Callable[[torch.Tensor], None] | None = None,
+                 early_exit: int = 0, confirm_samples: int = 5):
         check_number("eps", eps, 0.0)
+        check_number("early_exit", early_exit, 0, integer=True)
+        check_number("confirm_samples", confirm_samples, 1, integer=True)
+        if early_exit and not self.early_exit_ok:
+            raise ValueError(f"{self.name} does not support early_exit (its steps do not judge the attacked model)")
         check_number("steps", steps, 1, integer=True)
         alpha = 2.5 * eps / steps if alpha is None else alpha
         check_number("alpha", alpha, 0.0)
@@ -57,6 +69,9 @@ class PGD(Attack):
         self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), int(steps), bool(random_start)
         self.loss, self.eot_samples, self.output, self.chunk_size = loss, int(eot_samples), output, chunk_size
         self.on_step = on_step
+        self.early_exit, self.confirm_samples = int(early_exit), int(confirm_samples)
+        if self.early_exit:  # recorded only when on: entries of runs without it keep their hyperparameters
+            self.hparams.update(early_exit=self.early_exit, confirm_samples=self.confirm_samples)
 
     # hooks for the variants -------------------------------------------------------------------------------------
     def target(self) -> nn.Module:
@@ -74,18 +89,46 @@ class PGD(Attack):
         if self.random_start:
             x_adv = project_linf(x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps)
         best = BestIterate(x, y)
+        active = torch.arange(x.shape[0], device=x.device)  # images still attacked (early exit removes some)
         trace = []
-        with self.context():
-            for _ in range(self.steps):
+        for _ in range(self.steps):
+            if active.numel() == 0:
+                break
+            with self.context():
                 if self.on_step is not None:
                     self.on_step(x_adv)
-                g = eot_gradient(model, x_adv, y, self.loss, self.eot_samples, self.chunk_size, self.output)
-                best.update(x_adv, g.log_probs)
-                trace.append(g.loss)
-                x_adv = project_linf(x_adv + self.alpha * g.grad.sign(), x, self.eps)
-            if self.on_step is not None:
-                self.on_step(x_adv)
-            best.update(x_adv, eot_predict(model, x_adv, self.eot_samples, self.chunk_size).clone())
+                xa, ya = x_adv[active], y[active]
+                g = eot_gradient(model, xa, ya, self.loss, self.eot_samples, self.chunk_size, self.output)
+            best.update(xa, g.log_probs, active)
+            step_loss = torch.full((x.shape[0],), float("nan"), dtype=g.loss.dtype, device=g.loss.device)
+            step_loss[active] = g.loss
+            trace.append(step_loss)
+            x_adv[active] = project_linf(xa + self.alpha * g.grad.sign(), x[active], self.eps)
+            if self.early_exit:
+                active = self._exit(best, active, xa, ya, g.log_probs)
+        if active.numel():
+            with self.context():
+                if self.on_step is not None:
+                    self.on_step(x_adv)
+                best.update(x_adv[active], eot_predict(model, x_adv[active], self.eot_samples,
+                                                       self.chunk_size).clone(), active)
         self.last_info = {"path_adversarial": best.ever_adversarial.cpu(), "returned_adversarial": best.adversarial.cpu(),
-                          "loss_trace": torch.stack(trace).cpu()}
+                          "loss_trace": torch.stack(trace).cpu() if trace else torch.empty(0, x.shape[0])}
+        if self.early_exit:
+            self.last_info["exited"] = int(x.shape[0] - active.numel())
         return best.x
+
+    def _exit(self, best: BestIterate, active: torch.Tensor, xa: torch.Tensor, ya: torch.Tensor,
+              log_probs: torch.Tensor) -> torch.Tensor:
+        """Early exit: the active images whose point ``xa`` is confirmed adversarial on the attacked model get that
+        point as their result and leave; returns the images still attacked."""
+        cand = (log_probs.argmax(1) != ya).nonzero().squeeze(1)
+        if cand.numel() == 0:
+            return active
+        done = torch.zeros(active.numel(), dtype=torch.bool, device=active.device)
+        done[cand] = confirmed_adversarial(self.model, xa[cand], ya[cand], self.early_exit, self.confirm_samples)
+        rows = active[done]
+        best.x[rows] = xa[done].detach()
+        best.margin[rows] = torch.clamp(best.margin[rows], min=torch.finfo(best.margin.dtype).tiny)
+        best.ever_adversarial[rows] = True
+        return active[~done]

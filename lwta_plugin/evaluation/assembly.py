@@ -16,6 +16,7 @@ from ..figures import (
     COMBINE_FROM,
     COMBINE_INTO,
     autoattack_of,
+    cascade_summary,
     combined_worst_case,
     finalize_entry,
     pct,
@@ -34,7 +35,7 @@ from ..paper import (
     paper_value,
 )
 from ..protocols import EPS_TEXT, AttackSpec, Protocol, eot_samples_of
-from ..statistics import decode_counts, median, round_stat, summarize_counts
+from ..statistics import NOT_ATTACKED, decode_counts, median, round_stat, summarize_counts
 from .loading import ModelInfo
 
 
@@ -72,6 +73,8 @@ def attack_result(spec: AttackSpec, records: Sequence[dict], protocol: Protocol)
            "attack_samples": spec.attack_samples, "eot_samples": spec.eot_samples,
            "batch_size": spec.batch_size, "hyperparameters": jsonable(spec.params),
            "per_example_correct": counts}
+    if records and all("fresh" in r for r in records):
+        res["per_example_fresh"] = "".join(r["fresh"] for r in records)
     if spec.start:
         res["start"] = spec.start
     if spec.sampling:
@@ -94,8 +97,39 @@ def attack_result(spec: AttackSpec, records: Sequence[dict], protocol: Protocol)
     return res
 
 
+def cascade_result(protocol: Protocol, stages: Sequence[tuple[AttackSpec, Sequence[dict]]], eps: float) -> dict:
+    """The entry's ``cascade`` section from each stage's spec and records: per stage the images it attacked (the
+    others :data:`~lwta_plugin.statistics.NOT_ATTACKED` in its per-example strings), how many it broke, and the
+    robust accuracy after it (the unbiased worst case over the stages so far, :func:`cascade_summary`)."""
+    chain = protocol.cascade
+    passes = protocol.scoring.passes
+    out_stages = []
+    for spec, records in stages:
+        sel = [NOT_ATTACKED] * chain.n_examples
+        fresh = [NOT_ATTACKED] * chain.n_examples
+        for r in records:
+            for i, c, f in zip(r["indices"], r["counts"], r.get("fresh", r["counts"])):
+                sel[i], fresh[i] = c, f
+        hp = [r["hyperparameters"] for r in records if "hyperparameters" in r]
+        if any(h != hp[0] for h in hp):
+            raise ValueError(f"{spec.key}: batches report different hyperparameters")
+        stage = {"attack": spec.key.split("/", 1)[1], "kind": spec.kind, "bounded": spec.bounded,
+                 "hyperparameters": hp[0] if hp else jsonable(spec.params),
+                 "n_attacked": sum(len(r["indices"]) for r in records),
+                 "n_broken": sum(c == "0" for c in sel), "per_example_correct": "".join(sel)}
+        if protocol.scoring.fresh:
+            stage["per_example_fresh"] = "".join(fresh)
+        out_stages.append(stage)
+    section = {"start": chain.start, "n_examples": chain.n_examples, "batch_size": chain.batch_size,
+               "broken": f"all {passes} predictions of a stage's point wrong (selection draws)",
+               "stages": out_stages}
+    for k, stage in enumerate(out_stages):
+        stage["robust_after"] = cascade_summary(section, passes, k + 1, eps)
+    return section
+
+
 def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, run_config: Mapping[str, Any], *,
-                stochastic: bool, command: str, config_sha256: str) -> dict:
+                stochastic: bool, command: str, config_sha256: str, cascade: dict | None = None) -> dict:
     """The leaderboard entry of finished ``results`` (RobustBench's model_info fields, then ours).
 
     ``run_config``: the run's configuration as its state directory records it (dataset, threat model, seed, data,
@@ -116,7 +150,8 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
         # ours
         "model": info.name, "threat_model": run_config["threat_model"], "seed": run_config["seed"],
         "data": run_config["data"], "protocol": {k: v for k, v in protocol.to_dict().items() if k != "attacks"},
-        "attacks": results, "worst_case": worst_case_of(results, passes, eps),
+        "attacks": results, **({"cascade": cascade} if cascade is not None else {}),
+        "worst_case": worst_case_of(results, passes, eps, cascade),
         "paper": {"rows": rows, "notes": list(PAPER_NOTES)},
         "checkpoint": {"sha256": info.sha256, "source": info.source, "file": info.file,
                        "config": info.config, "training": info.training},

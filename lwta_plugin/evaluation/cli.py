@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-resume", action="store_true", help="discard partial results and start over")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch for every attack")
     p.add_argument("--passes", type=int, default=None, help="predictions per image for scoring (protocol default)")
+    p.add_argument("--no-cascade", dest="cascade", action="store_const", const=False, default=None,
+                   help="run every attack on all its images instead of the protocol's cascade (adaptive: cheapest "
+                        "attack first, each only on the images the earlier ones did not break)")
+    p.add_argument("--no-early-exit", dest="early_exit", action="store_const", const=False, default=None,
+                   help="attack every image for the full budget instead of stopping at a confirmed adversarial "
+                        "point")
     p.add_argument("--out-dir", default=None,
                    help=f"directory of the entries (default: the config file's out_dir, else {DEFAULT_OUT_DIR})")
     p.add_argument("--force", action="store_true",
@@ -87,14 +93,16 @@ def configs_from_args(args: argparse.Namespace) -> list[EvaluationConfig]:
         return load_config(args.config, models=args.model, protocols=args.protocol, dataset=args.dataset,
                            n_examples=args.n_examples, seed=args.seed, batch_size=args.batch_size,
                            passes=args.passes, threat_model=args.threat_model, out_dir=args.out_dir,
-                           model_dir=args.model_dir, data_root=args.data_root)
+                           model_dir=args.model_dir, data_root=args.data_root, cascade=args.cascade,
+                           early_exit=args.early_exit)
     models, checkpoints = pair_checkpoints(args.model, args.checkpoint)
     return [EvaluationConfig(models, dataset=args.dataset or "mnist", protocols=args.protocol or ["paper"],
                              attacks=args.attack or (),
                              n_examples=args.n_examples, seed=args.seed or 0, out_dir=args.out_dir or DEFAULT_OUT_DIR,
                              threat_model=args.threat_model or "Linf", checkpoints=checkpoints,
                              model_dir=args.model_dir, batch_size=args.batch_size, passes=args.passes,
-                             data_root=args.data_root)]
+                             data_root=args.data_root, cascade=args.cascade is not False,
+                             early_exit=args.early_exit is not False)]
 
 
 def write_plots(config: EvaluationConfig, progress: bool = True) -> list[Path]:

@@ -6,11 +6,20 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..protocols import EPS, PROTOCOLS, Protocol, check_threat_model, get_protocol, resolve
+from ..protocols import (
+    EPS,
+    PROTOCOLS,
+    Protocol,
+    check_cascade,
+    check_threat_model,
+    get_protocol,
+    resolve,
+    select_attacks,
+)
 from ..zoo import available_models
 
 CONFIG_FORMAT = "lwta-plugin/eval-config-1"
@@ -19,11 +28,12 @@ CONFIG_FORMAT = "lwta-plugin/eval-config-1"
 DEFAULT_OUT_DIR = "runs"
 CONFIG_KEYS = {"format", "description", "dataset", "threat_model", "seed", "out_dir", "runs"}
 RUN_KEYS = {"models", "protocols", "attacks", "out_dir", "n_examples", "batch_size", "passes", "overrides",
-            "checkpoints", "seed"}
+            "checkpoints", "seed", "cascade", "early_exit"}
 
 # options of `lwta evaluate` that, given beside --config, change results: the reproduction command lists them,
 # in this order
-RECORDED_OVERRIDES = ("dataset", "n_examples", "seed", "batch_size", "passes")
+RECORDED_OVERRIDES = ("dataset", "n_examples", "seed", "batch_size", "passes", "cascade", "early_exit")
+SWITCHES = ("cascade", "early_exit")  # on by default; the command line says --no-cascade / --no-early-exit
 COMMAND_LINE_KEYS = (*RECORDED_OVERRIDES, "threat_model", "out_dir", "model_dir", "data_root")
 
 
@@ -64,7 +74,8 @@ class EvaluationConfig:
     ``overrides`` = {protocol: {attack: {"n_examples"|"params"|"batch_size": ...}}}; ``checkpoints`` =
     {model: path} for models that are not in the weight store (or ``model_dir``). ``attacks``: run only these
     attacks (keys) of the protocols (AutoAttack's ``attacks_to_run``; empty: all), e.g. two rungs of the ladder
-    on many checkpoints; the entry then holds only those. ``config_file`` and
+    on many checkpoints; the entry then holds only those. ``cascade`` / ``early_exit``: False switches the
+    protocols' attack cascade / their attacks' early exit off (the adaptive protocol has both). ``config_file`` and
     ``cli_overrides`` (the names of the fields that the command line set over the file) only shape the
     reproduction command (:meth:`command`). Every value is checked when the config is made.
     """
@@ -81,6 +92,8 @@ class EvaluationConfig:
     model_dir: str | os.PathLike[str] | None = None
     batch_size: int | None = None
     passes: int | None = None
+    cascade: bool = True
+    early_exit: bool = True
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     data_root: str | None = None
     config_file: str | None = None
@@ -122,6 +135,9 @@ class EvaluationConfig:
     def _check_types(self) -> None:
         """Numbers, paths and mappings of the right kind (the config file's JSON can hold anything)."""
         check_seed(self.seed)
+        for key in SWITCHES:
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")  # noqa: TRY004 (a bad config value)
         for key in ("n_examples", "batch_size", "passes"):
             value = getattr(self, key)
             if value is not None and not _is_int(value):
@@ -144,9 +160,11 @@ class EvaluationConfig:
         """The protocols (in the order given) with this config's limits applied
         (:func:`lwta_plugin.protocols.resolve`)."""
         resolved = [resolve(get_protocol(p, self.dataset), self.n_examples, None, self.batch_size,
-                            self.overrides.get(p), self.passes) for p in self.protocols]
+                            self.overrides.get(p), self.passes, cascade=self.cascade, early_exit=self.early_exit)
+                    for p in self.protocols]
         for protocol in resolved:
             check_threat_model(protocol, EPS[self.dataset])
+            check_cascade(protocol)
         if not self.attacks:
             return resolved
         known = {a.key for p in resolved for a in p.attacks}
@@ -154,7 +172,7 @@ class EvaluationConfig:
         if unknown:
             raise ValueError(f"attacks {unknown} are not in protocol(s) {', '.join(self.protocols)}; they have "
                              f"{', '.join(sorted(known))}")
-        selected = [replace(p, attacks=tuple(a for a in p.attacks if a.key in self.attacks)) for p in resolved]
+        selected = [select_attacks(p, self.attacks) for p in resolved]
         return [p for p in selected if p.attacks]
 
     def command(self, model: str, protocol: str) -> str:
@@ -166,7 +184,10 @@ class EvaluationConfig:
         if self.config_file is not None:
             args = ["--config", str(self.config_file), "--model", model, "--protocol", protocol]
             for key in self.cli_overrides:
-                args += [_option(key), str(getattr(self, key))]
+                if key in SWITCHES:
+                    args += [] if getattr(self, key) else [_option("no_" + key)]
+                else:
+                    args += [_option(key), str(getattr(self, key))]
             return shlex.join(["lwta", "evaluate", *args])
         args = ["--model", model, "--dataset", self.dataset, "--protocol", protocol, "--seed", str(self.seed)]
         for attack in self.attacks:
@@ -176,6 +197,7 @@ class EvaluationConfig:
         for key in ("n_examples", "batch_size", "passes"):
             if getattr(self, key) is not None:
                 args += [_option(key), str(getattr(self, key))]
+        args += [_option("no_" + key) for key in SWITCHES if not getattr(self, key)]
         if self.checkpoints.get(model) is not None:
             args += ["--checkpoint", str(self.checkpoints[model])]
         return shlex.join(["lwta", "evaluate", *args])
@@ -274,6 +296,9 @@ def _check_run(path: Path, i: int, run: Any) -> None:
             raise ValueError(f"{path}: run {i}: \"{key}\" must be an integer >= 1, got {run[key]!r}")
     if "seed" in run:
         check_seed(run["seed"], f"{path}: run {i}: \"seed\"")
+    for key in SWITCHES:
+        if not isinstance(run.get(key, True), bool):
+            raise ValueError(f"{path}: run {i}: \"{key}\" must be true or false, got {run[key]!r}")  # noqa: TRY004
     for key in ("overrides", "checkpoints"):
         if not isinstance(run.get(key, {}), dict):
             raise ValueError(f"{path}: run {i}: \"{key}\" must be an object, got {run[key]!r}")  # noqa: TRY004
@@ -313,7 +338,8 @@ def load_config(path: str | os.PathLike, *, models: Sequence[str] | None = None,
             continue
         settings = {**file_wide, "out_dir": run.get("out_dir", file_wide["out_dir"]),
                     "seed": run.get("seed", cfg.get("seed", 0)), "n_examples": run.get("n_examples"),
-                    "batch_size": run.get("batch_size"), "passes": run.get("passes"), **given}
+                    "batch_size": run.get("batch_size"), "passes": run.get("passes"),
+                    "cascade": run.get("cascade", True), "early_exit": run.get("early_exit", True), **given}
         configs.append(EvaluationConfig(names, protocols=protos, attacks=run.get("attacks", ()),
                                         checkpoints=run.get("checkpoints") or {},
                                         overrides=run.get("overrides") or {}, config_file=str(path),

@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..models import LWTANet
 from ..protocols import AttackSpec, Protocol
 from ..statistics import (
     correct_counts,
+    decode_counts,
     encode_counts,
     low_confidence_counts,
     round_stat,
@@ -35,6 +37,7 @@ from .assembly import (
     COMBINE_INTO,
     attack_result,
     build_entry,
+    cascade_result,
     jsonable,
     refresh_combined,
     timing_record,
@@ -88,6 +91,8 @@ class ProtocolRun:
         self.command = config.command(info.name, protocol.name)
         self.threat_eps = threat_eps(config.dataset)
         n_data = max((a.start + a.n_examples for a in protocol.attacks if a.kind != "random_score"), default=0)
+        if protocol.cascade is not None:
+            n_data = max(n_data, protocol.cascade.start + protocol.cascade.n_examples)
         if n_data > len(data.x):
             raise ValueError(f"protocol needs {n_data} test images, only {len(data.x)} given")
         self.data = {"split": "test", "source": data.source, "first_n": n_data,
@@ -113,7 +118,7 @@ class ProtocolRun:
         """Where the finished task's record is stored."""
         return self.state_dir / spec.key / f"{b:05d}.json"
 
-    def record(self, spec: AttackSpec, b: int) -> dict | None:
+    def record(self, spec: AttackSpec, b: int, rows: list[int] | None = None) -> dict | None:
         """The finished record of task ``(spec, b)``, or None: none yet, or one that a run of another configuration
         wrote (its ``config_sha256`` differs, e.g. another seed): such a record is never adopted, the task runs
         again and replaces it. ValueError naming the file if it is not a record."""
@@ -132,11 +137,15 @@ class ProtocolRun:
             return None
         if (rec.get("attack"), rec.get("batch")) != (spec.key, b):
             raise ValueError(f"{path} does not hold batch {b} of {spec.key!r}")
+        if rows is not None and rec.get("indices") != rows:
+            return None  # a cascade batch of other images (earlier stages were recomputed): run it again
         return rec
 
     def missing(self) -> list[tuple[AttackSpec, int]]:
-        """Tasks without a record of this configuration yet."""
-        return [(s, b) for s, b in self.tasks() if self.record(s, b) is None]
+        """Tasks without a record of this configuration yet (of the cascade: each unfinished block's next stage;
+        the stages after it are not known until it is done)."""
+        out = [(s, b) for s, b in self.tasks() if self.record(s, b) is None]
+        return out + [(spec, j) for spec, j, _ in self.cascade_plan()[1]]
 
     def up_to_date(self) -> bool:
         """Whether the entry exists and was written with this run's configuration."""
@@ -217,27 +226,84 @@ class ProtocolRun:
                 raise ValueError(f"protocol {self.protocol.name!r}, attack {spec.key!r}: {e}") from None
             self._linf_limit(spec, jsonable(getattr(attack, "hparams", spec.params)))
 
-    def run_task(self, spec: AttackSpec, b: int) -> dict:
-        """Run one batch of one attack (seeded from its identity only) and return its record.
+    # the cascade -------------------------------------------------------------------------------------------------
+    def stage_spec(self, key: str) -> AttackSpec:
+        """The attack ``key`` as a cascade stage: its settings, the cascade's key prefix and batch size."""
+        chain = self.protocol.cascade
+        spec = self.protocol.attack(key)
+        return replace(spec, key=f"cascade/{key}", n_examples=chain.n_examples, batch_size=chain.batch_size,
+                       start=chain.start)
+
+    def cascade_plan(self) -> tuple[dict[str, list[dict]], list[tuple[AttackSpec, int, list[int]]]]:
+        """Where the cascade stands: the finished records of each stage, and each unfinished block's next task.
+
+        The cascade's images are split into blocks of ``batch_size`` (block ``j``: images ``j * batch_size ...``
+        from the cascade's start); each block goes through the stages on its own, every stage attacking the
+        block's images that no earlier stage broke (selection count 0), so blocks never wait for each other and
+        shards split them. A task is ``(stage spec, block, image indices)``."""
+        chain = self.protocol.cascade
+        if chain is None:
+            return {}, []
+        done: dict[str, list[dict]] = {self.stage_spec(k).key: [] for k in chain.stages}
+        todo = []
+        for j in range(math.ceil(chain.n_examples / chain.batch_size)):
+            alive = list(range(j * chain.batch_size, min((j + 1) * chain.batch_size, chain.n_examples)))
+            for key in chain.stages:
+                if not alive:
+                    break
+                spec = self.stage_spec(key)
+                rec = self.record(spec, j, alive)
+                if rec is None:
+                    todo.append((spec, j, alive))
+                    break
+                done[spec.key].append(rec)
+                broken = {i for i, c in zip(rec["indices"], decode_counts(rec["counts"])) if c == 0}
+                alive = [i for i in alive if i not in broken]
+        return done, todo
+
+    def _run_cascade(self, shard: tuple[int, int] | None, run: Callable[[AttackSpec, int, list[int] | None], None],
+                     announce: Callable[[int], None]) -> None:
+        """Run the cascade of this process's blocks (every block for one process, block ``j`` for shard ``j mod
+        N``), a stage of every block at a time, until each block is broken or through every stage."""
+        while True:
+            todo = [(spec, j, rows) for spec, j, rows in self.cascade_plan()[1]
+                    if shard is None or j % shard[1] == shard[0]]
+            if not todo:
+                return
+            announce(len(todo))
+            for spec, j, rows in todo:
+                run(spec, j, rows)
+
+    def run_task(self, spec: AttackSpec, b: int, rows: list[int] | None = None) -> dict:
+        """Run one batch of one attack (seeded from its identity only) and return its record; ``rows``: the
+        cascade's images of a stage batch (indices from the cascade's start) instead of the spec's slice.
 
         The attack is built afresh for every batch, after seeding, so no state (RNG, generators, caches) can
         flow from one batch to the next; scoring always runs in eval mode with the attack's sampling setting,
-        whatever the attack did to the model's settings."""
-        lo, hi = b * spec.batch_size, min((b + 1) * spec.batch_size, spec.n_examples)
+        whatever the attack did to the model's settings. With the scoring's ``fresh``, every point is scored a
+        second time on independent draws (the unbiased worst case, :func:`lwta_plugin.statistics.worst_case`)."""
         scoring = self.protocol.scoring
         sampling = spec.sampling or scoring.sampling
         samples = spec.score_samples or scoring.samples
         ident = (self.seed, self.info.name, self.protocol.name, spec.key, b)
         t0 = time.perf_counter()
-        record: dict[str, Any] = {"attack": spec.key, "batch": b, "start": lo, "stop": hi,
-                                  "config_sha256": self.config_sha256}
+        record: dict[str, Any] = {"attack": spec.key, "batch": b}
+        if rows is None:
+            lo, hi = b * spec.batch_size, min((b + 1) * spec.batch_size, spec.n_examples)
+            record.update(start=lo, stop=hi)
+            where: slice | torch.Tensor = slice(spec.start + lo, spec.start + hi)
+        else:
+            record["indices"] = list(rows)
+            where = torch.tensor(rows, dtype=torch.long) + self.protocol.cascade.start
+            lo, hi = 0, len(rows)
+        record["config_sha256"] = self.config_sha256
         self.model.eval()
         if spec.kind == "random_score":
             g = torch.Generator().manual_seed(stable_seed(*ident, "noise"))
             xa = torch.rand((hi - lo, *self.x.shape[1:]), generator=g, dtype=self.x.dtype)
             yb = None
         else:
-            xb, yb = self.x[spec.start + lo:spec.start + hi], self.y[spec.start + lo:spec.start + hi]
+            xb, yb = self.x[where], self.y[where]
             xa = xb if spec.kind == "clean" else self._adversarial(spec, xb, yb, ident, record, sampling)
         self.model.eval()  # an attack may have left the model in training mode
         with self.model.sampling(sampling):
@@ -246,6 +312,10 @@ class ProtocolRun:
                 counts = low_confidence_counts(self.model, xa, scoring.passes, samples, scoring.random_threshold)
             else:
                 counts = correct_counts(self.model, xa, yb, scoring.passes, samples)
+                if scoring.fresh:
+                    seed_everything(stable_seed(*ident, "fresh"))
+                    record["fresh"] = encode_counts(correct_counts(self.model, xa, yb, scoring.passes, samples),
+                                                    scoring.passes)
         record["counts"] = encode_counts(counts, scoring.passes)
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -307,28 +377,43 @@ class ProtocolRun:
 
     def execute(self, shard: tuple[int, int] | None = None, on_batch: BatchHook | None = None,
                 progress: bool = True) -> int:
-        """Run this process's share of the unfinished tasks; returns how many ran."""
+        """Run this process's share of the unfinished tasks (the cascade first, stage by stage, then the standalone
+        attacks, then the cascade again if other shards finished a stage meanwhile); returns how many ran."""
         todo = [(k, s, b) for k, (s, b) in enumerate(self.tasks())
                 if (shard is None or k % shard[1] == shard[0]) and self.record(s, b) is None]
         bar = None
-        if progress and todo:
+        if progress and (todo or self.protocol.cascade is not None):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc=f"{self.info.name} {self.protocol.name}", unit="batch", file=sys.stderr)
+        ran = 0
+
+        def run(spec: AttackSpec, b: int, rows: list[int] | None = None) -> None:
+            nonlocal ran
+            if bar is not None:
+                bar.set_postfix_str(spec.key)
+            record = self.run_task(spec, b, rows)
+            atomic_write_json(self.task_path(spec, b), record)
+            ran += 1
+            if bar is not None:
+                bar.update()
+            if on_batch is not None:
+                on_batch(spec.key, b)
+
+        def announce(n: int) -> None:  # a cascade stage's batches become known once the stage before it is done
+            if bar is not None:
+                bar.total += n
+                bar.refresh()
+
         try:
+            self._run_cascade(shard, run, announce)
             for _, spec, b in todo:
-                if bar is not None:
-                    bar.set_postfix_str(spec.key)
-                record = self.run_task(spec, b)
-                atomic_write_json(self.task_path(spec, b), record)
-                if bar is not None:
-                    bar.update()
-                if on_batch is not None:
-                    on_batch(spec.key, b)
+                run(spec, b)
+            self._run_cascade(shard, run, announce)
         finally:
             if bar is not None:
                 bar.close()
-        return len(todo)
+        return ran
 
     # the whole run -----------------------------------------------------------------------------------------------
     def locked(self, shard: tuple[int, int] | None = None) -> contextlib.AbstractContextManager[None]:
@@ -390,25 +475,32 @@ class ProtocolRun:
         missing = self.missing()
         if missing:
             listed = ", ".join(f"{s.key}/{b}" for s, b in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise IncompleteRunError(f"{len(missing)} of {len(self.tasks())} batches of {self.info.name} / "
-                                     f"{self.protocol.name} are not finished yet ({listed}); run the remaining "
-                                     f"shards (state: {self.state_dir})")
+            raise IncompleteRunError(f"{len(missing)} batches of {self.info.name} / {self.protocol.name} are not "
+                                     f"finished yet ({listed}); run the remaining shards (state: {self.state_dir})")
         records: dict[str, list[dict]] = {}
         for spec, b in self.tasks():
             rec = self.record(spec, b)
             if rec is None:  # replaced since missing() looked
                 raise IncompleteRunError(f"{self.task_path(spec, b)} changed while the entry was assembled; rerun")
             records.setdefault(spec.key, []).append(rec)
+        stages, todo = self.cascade_plan()
+        if todo:
+            raise IncompleteRunError(f"the cascade of {self.info.name} / {self.protocol.name} changed while the "
+                                     "entry was assembled; rerun")
+        records.update(stages)  # a stage after which no image was left has no record: still a stage
         return records
 
     def assemble(self) -> tuple[dict, dict]:
         """Build the entry and the timing record from the finished tasks."""
         records = self.load_records()
         results = {spec.key: attack_result(spec, records[spec.key], self.protocol) for spec in self.protocol.attacks}
+        chain = self.protocol.cascade
+        stages = [(self.stage_spec(k), records[self.stage_spec(k).key]) for k in chain.stages] if chain else []
         with self.model.sampling(self.protocol.scoring.sampling):
             stochastic = self.model.stochastic
         entry = build_entry(results, self.protocol, self.info, self.state_config, stochastic=stochastic,
-                            command=self.command, config_sha256=self.config_sha256)
+                            command=self.command, config_sha256=self.config_sha256,
+                            cascade=cascade_result(self.protocol, stages, self.threat_eps) if stages else None)
         return entry, timing_record(records, self.info.name, self.protocol.name, self.config_sha256)
 
     def write(self) -> Path:
