@@ -24,6 +24,7 @@ from ..io import atomic_write_json, directory_lock, dumps_json, run_lock
 from ..models import LWTANet
 from ..protocols import AttackSpec, Protocol
 from ..statistics import (
+    NOT_ATTACKED,
     correct_counts,
     decode_counts,
     encode_counts,
@@ -314,12 +315,27 @@ class ProtocolRun:
                 counts = correct_counts(self.model, xa, yb, scoring.passes, samples)
                 if scoring.fresh:
                     seed_everything(stable_seed(*ident, "fresh"))
-                    record["fresh"] = encode_counts(correct_counts(self.model, xa, yb, scoring.passes, samples),
-                                                    scoring.passes)
+                    record["fresh"] = self._fresh(xa, yb, where, samples)
         record["counts"] = encode_counts(counts, scoring.passes)
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         return record
+
+    def _fresh(self, xa: torch.Tensor, yb: torch.Tensor, where: slice | torch.Tensor, samples: int) -> str:
+        """The points' counts on fresh draws, for the worst case: only for the images it covers (the cascade's;
+        every image without one), :data:`~lwta_plugin.statistics.NOT_ATTACKED` for the others, whose fresh scoring
+        nothing would read (e.g. clean accuracy on 10,000 images beside a 1,000-image cascade)."""
+        passes = self.protocol.scoring.passes
+        index = torch.arange(len(self.x))[where]
+        chain = self.protocol.cascade
+        keep = torch.ones(len(index), dtype=torch.bool) if chain is None else \
+            (index >= chain.start) & (index < chain.start + chain.n_examples)
+        out = [NOT_ATTACKED] * len(index)
+        if keep.any():
+            counts = encode_counts(correct_counts(self.model, xa[keep], yb[keep], passes, samples), passes)
+            for i, c in zip(keep.nonzero().squeeze(1).tolist(), counts):
+                out[i] = c
+        return "".join(out)
 
     def _adversarial(self, spec: AttackSpec, xb: torch.Tensor, yb: torch.Tensor, ident: tuple,
                      record: dict[str, Any], sampling: str) -> torch.Tensor:
