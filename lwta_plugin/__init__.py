@@ -2,7 +2,8 @@
 
 ``import lwta_plugin`` is cheap (no torch, no robustbench): it installs a hook that registers the plugin's
 models in RobustBench's zoo when robustbench is imported (see :mod:`lwta_plugin.compat`). The zoo API below
-(:mod:`lwta_plugin.zoo`) is loaded on first use.
+(:mod:`lwta_plugin.zoo`) is loaded on first use, and so is :func:`evaluate` (any ``nn.Module`` mapping images in
+[0, 1] to class logits, evaluated with a protocol for random models: :mod:`lwta_plugin.evaluation.foreign`).
 """
 __version__ = "0.1.0"
 
@@ -16,6 +17,10 @@ _ZOO_API = ("load_model", "set_default_samples", "get_default_samples", "default
 
 
 def __getattr__(name: str):
+    if name == "evaluate":
+        from .evaluation.foreign import evaluate_model
+
+        return evaluate_model
     if name in _ZOO_API:
         from . import zoo
 
@@ -24,4 +29,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_ZOO_API])
+    return sorted([*globals(), *_ZOO_API, "evaluate"])
