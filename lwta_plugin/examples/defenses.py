@@ -7,8 +7,8 @@ surrogates (the same network with its randomness switched off).
   [299, 331), padded to 331: the same ratio). Drawn independently per image.
 * :class:`NoiseInjection` (Random Self-Ensemble, Liu et al., ECCV 2018): Gaussian noise added before every
   convolution, std ``init_std`` at the input and ``inner_std`` before the inner ones (their values 0.2 / 0.1); the
-  prediction is an ensemble of several noisy passes (the evaluation's ``samples``). Here the noise is added to the
-  shipped CNN at test time only (RSE also trains with it).
+  prediction is an ensemble of several noisy passes (the evaluation's ``samples``). As in RSE, the network is trained
+  with the noise: the same CNN architecture, trained with ``--noise-std 0.2 0.1`` (``mnist_cnn_rse.pt``).
 
 The factories (``rse``, ``resize_pad``, ``*_surrogate``) take no arguments and return modules that map images in
 [0, 1] to class logits: ``lwta evaluate --model-factory lwta_plugin.examples.defenses:rse``. Each defense carries
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mnist_cnn import MnistCNN, load
+from .mnist_cnn import RSE_WEIGHTS, RSE_WEIGHTS_SHA256, MnistCNN, gaussian_noise, load
 
 RESIZE_MIN, PAD_TO = 28, 31  # r uniform in [RESIZE_MIN, PAD_TO), padded to PAD_TO x PAD_TO (31 / 28 = 331 / 299)
 
@@ -72,7 +72,7 @@ class RandomResizePad(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Random Self-Ensemble (Liu et al. 2018) on :class:`MnistCNN`: N(0, std^2) noise before every convolution
+    """Random Self-Ensemble (Liu et al. 2018) on a :class:`MnistCNN`: N(0, std^2) noise before every convolution
     (``init_std`` at the input, ``inner_std`` before conv2 and conv3), drawn per image and pass, in train and eval
     mode alike. Both stds 0: the deterministic surrogate. Declares ``stochastic``."""
 
@@ -83,18 +83,15 @@ class NoiseInjection(nn.Module):
         self.about = {
             "name": "Towards Robust Neural Networks via Random Self-ensemble", "authors": "Xuanqing Liu, Minhao "
             "Cheng, Huan Zhang, Cho-Jui Hsieh", "venue": "ECCV 2018", "link": "https://arxiv.org/abs/1712.00673",
-            "architecture": (f"Gaussian noise injection (std {self.init_std:g} at the input, {self.inner_std:g} "
-                             "before each inner conv), test time only, on the example MNIST CNN "
-                             "(lwta_plugin.examples.mnist_cnn)" if self.stochastic else
-                             "the example MNIST CNN without noise"),
+            "architecture": (f"Gaussian noise layers (std {self.init_std:g} at the input, {self.inner_std:g} before "
+                             "each inner conv) on the example MNIST CNN trained with that noise "
+                             "(lwta_plugin/examples/mnist_cnn_rse.pt)" if self.stochastic else
+                             "the example MNIST CNN trained with RSE noise, run without noise"),
+            "training": {"description": "with its noise (RSE)"},
         }
 
-    def _noise(self, h: torch.Tensor, i: int) -> torch.Tensor:
-        std = self.init_std if i == 1 else self.inner_std
-        return h + std * torch.randn_like(h) if std > 0 else h
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cnn.fc(self.cnn.features(x, self._noise))
+        return self.cnn.fc(self.cnn.features(x, gaussian_noise(self.init_std, self.inner_std)))
 
 
 def resize_pad() -> RandomResizePad:
@@ -108,13 +105,13 @@ def resize_pad_surrogate() -> RandomResizePad:
 
 
 def rse() -> NoiseInjection:
-    """Random Self-Ensemble noise (std 0.2 / 0.1) on the shipped example CNN."""
-    return NoiseInjection(load())
+    """Random Self-Ensemble noise (std 0.2 / 0.1) on the example CNN trained with it."""
+    return NoiseInjection(load(RSE_WEIGHTS, RSE_WEIGHTS_SHA256))
 
 
 def rse_surrogate() -> NoiseInjection:
-    """Its randomness switched off: the plain CNN (noise std 0)."""
-    return NoiseInjection(load(), 0.0, 0.0)
+    """Its randomness switched off: the same network without noise."""
+    return NoiseInjection(load(RSE_WEIGHTS, RSE_WEIGHTS_SHA256), 0.0, 0.0)
 
 
 def cnn() -> MnistCNN:

@@ -25,8 +25,12 @@ from ..io import atomic_write
 
 FORMAT = "lwta-plugin/example-cnn-1"
 WEIGHTS = Path(__file__).resolve().parent / "mnist_cnn.pt"
-# sha256 of the shipped file (written by the command in its meta["command"])
+# sha256 of the shipped files (each written by the command in its meta["command"])
 WEIGHTS_SHA256 = "842b43217e90cc1abeabacc459caf70d2edf217314a889f90c6356970cf30760"
+# the same CNN trained with Random Self-Ensemble noise (--noise-std 0.2 0.1), for the RSE defense
+RSE_WEIGHTS = Path(__file__).resolve().parent / "mnist_cnn_rse.pt"
+RSE_WEIGHTS_SHA256 = "826faf3fe1db491698b14cdfb458ce3d9150bbe52cf646f7f2823bf6915f155d"
+Noise = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class MnistCNN(nn.Module):
@@ -40,7 +44,7 @@ class MnistCNN(nn.Module):
         self.conv3, self.bn3 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
         self.fc = nn.Linear(64, 10)
 
-    def features(self, x: torch.Tensor, noise: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
         """The pooled features; ``noise(h, i)`` (if given) perturbs the input of conv ``i`` (1, 2, 3)."""
         def inp(h: torch.Tensor, i: int) -> torch.Tensor:
             return h if noise is None else noise(h, i)
@@ -52,6 +56,19 @@ class MnistCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+def gaussian_noise(init_std: float, inner_std: float) -> Noise | None:
+    """Random Self-Ensemble's noise layers for :meth:`MnistCNN.features`: N(0, std^2) added to the input of conv 1
+    (``init_std``) and of conv 2 and 3 (``inner_std``); None when both are 0."""
+    if init_std == 0 and inner_std == 0:
+        return None
+
+    def noise(h: torch.Tensor, i: int) -> torch.Tensor:
+        std = init_std if i == 1 else inner_std
+        return h + std * torch.randn_like(h) if std > 0 else h
+
+    return noise
 
 
 def _shift(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -67,15 +84,18 @@ def _shift(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Ten
 
 
 def train(epochs: int = 2, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-          data_root: str | None = None) -> tuple[MnistCNN, dict]:
+          data_root: str | None = None, noise_std: tuple[float, float] = (0.0, 0.0)) -> tuple[MnistCNN, dict]:
     """Train :class:`MnistCNN` on the 60,000 MNIST training images (Adam, random shifts of up to 2 pixels), then
-    recalibrate its batch-norm statistics on them (:func:`recalibrate_batch_norm`); returns the model (eval mode) and its meta data (test accuracy on the 10,000 test images, settings)."""
+    recalibrate its batch-norm statistics on them (:func:`recalibrate_batch_norm`); ``noise_std = (init, inner)``:
+    with Random Self-Ensemble's noise layers active (:func:`gaussian_noise`), in training and recalibration; returns
+    the model (eval mode) and its meta data (test accuracy on the 10,000 test images, with that noise; settings)."""
     from ..data import load_tensors
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x, y = load_tensors("mnist", "train", root=data_root)
     model = MnistCNN()
+    noise = gaussian_noise(*noise_std)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -83,34 +103,38 @@ def train(epochs: int = 2, batch_size: int = 128, lr: float = 2e-3, seed: int = 
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(_shift(x[idx], g)), y[idx])
+            loss = F.cross_entropy(model.fc(model.features(_shift(x[idx], g), noise)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
         print(f"epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-    recalibrate_batch_norm(model, x)
+    recalibrate_batch_norm(model, x, noise)
     model.eval()
     xt, yt = load_tensors("mnist", "test", root=data_root)
     with torch.no_grad():
-        correct = sum(int((model(xt[i:i + 1000]).argmax(1) == yt[i:i + 1000]).sum()) for i in range(0, len(xt), 1000))
+        correct = sum(int((model.fc(model.features(xt[i:i + 1000], noise)).argmax(1) == yt[i:i + 1000]).sum())
+                      for i in range(0, len(xt), 1000))
     meta = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augmentation": "random shift <= 2 px",
             "batch_norm": "running statistics recomputed on the training images after training",
             "test_accuracy": correct / len(xt), "torch": torch.__version__.split("+")[0]}
+    if noise is not None:
+        meta["noise_std"] = list(noise_std)
     return model, meta
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> None:
+def recalibrate_batch_norm(model: MnistCNN, x: torch.Tensor, noise: Noise | None = None,
+                           batch_size: int = 500) -> None:
     """Replace the batch-norm running statistics (an exponential average that lags behind the last Adam steps)
-    by their exact average over ``x`` with the final weights."""
+    by their exact average over ``x`` with the final weights (and ``noise``, as the model will be used)."""
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
     for i in range(0, len(x), batch_size):
-        model(x[i:i + batch_size])
+        model.features(x[i:i + batch_size], noise)
     for m in norms:
         m.momentum = 0.1
 
@@ -157,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--noise-std", type=float, nargs=2, default=(0.0, 0.0), metavar=("INIT", "INNER"),
+                   help="train with Random Self-Ensemble noise layers (e.g. 0.2 0.1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, meta = train(args.epochs, seed=args.seed)
+    model, meta = train(args.epochs, seed=args.seed, noise_std=tuple(args.noise_std))
     meta["command"] = shlex.join(["python", "-m", "lwta_plugin.examples.mnist_cnn", *(argv or sys.argv[1:])])
     sha = save(model, args.out, meta)
     print(f"test accuracy {meta['test_accuracy']:.4f}; wrote {args.out} (sha256 {sha})")
