@@ -5,8 +5,7 @@ models in RobustBench's zoo when robustbench is imported (see :mod:`lwta_plugin.
 (:mod:`lwta_plugin.zoo`) is loaded on first use, and so is :func:`evaluate` (any ``nn.Module`` mapping images in
 [0, 1] to class logits, evaluated with a protocol for random models: :mod:`lwta_plugin.evaluation.foreign`).
 """
-__version__ = "0.1.0"
-
+from ._version import __version__ as __version__  # public (re-export)
 from .compat import install_robustbench_hook as _install_robustbench_hook
 from .compat import register_robustbench as register_robustbench  # public API (re-export)
 
