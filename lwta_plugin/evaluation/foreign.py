@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,30 +214,89 @@ def python_command(name: str, protocol: str, **settings: Any) -> str:
     return f"lwta_plugin.evaluate(model, x, y, protocol={protocol!r}, name={name!r}{', ' + shown if shown else ''})"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`evaluate_model` runs (the keyword arguments after the model's own).
+
+    dataset, n_examples, seed, batch_size, passes, attacks, data_root: as
+    :class:`~lwta_plugin.evaluation.EvaluationConfig`; overrides: ``{attack key: {"n_examples" | "params" |
+    "batch_size": ...}}`` for the protocol. out_dir: write the entry to ``<out_dir>/<dataset>/Linf/<name>__<protocol>
+    .json`` (resumable: rerun to continue; a finished entry of another configuration is kept unless ``force``);
+    None: a temporary directory (nothing kept). factory / surrogate_factory: the import paths the models came from
+    (recorded; ``lwta verify`` rebuilds them). command: the entry's reproduction command (default: the Python
+    call). attack_factory: builds each task's attack (tests pass fakes). resume, progress, log: as
+    :func:`lwta_plugin.evaluation.evaluate`."""
+
+    dataset: str = "mnist"
+    n_examples: int | None = None
+    seed: int = 0
+    out_dir: str | os.PathLike | None = None
+    batch_size: int | None = None
+    passes: int | None = None
+    overrides: Mapping[str, Any] | None = None
+    attacks: Sequence[str] = ()
+    data_root: str | None = None
+    factory: str | None = None
+    surrogate_factory: str | None = None
+    command: str | None = None
+    attack_factory: AttackFactory | None = None
+    resume: bool = True
+    force: bool = False
+    progress: bool = False
+    log: Log | None = None
+
+    def config(self, name: str, protocol: str, out_dir: str | os.PathLike) -> EvaluationConfig:
+        """The :class:`EvaluationConfig` of this run (checked)."""
+        return EvaluationConfig([name], dataset=self.dataset, protocols=[protocol], attacks=self.attacks,
+                                n_examples=self.n_examples, seed=self.seed, out_dir=out_dir,
+                                batch_size=self.batch_size, passes=self.passes,
+                                overrides={protocol: self.overrides} if self.overrides else {},
+                                data_root=self.data_root)
+
+
+def _surrogate_text(surrogate: nn.Module | None) -> str | None:
+    """How the entry describes the surrogate: its ``about["architecture"]`` or class, and its state_dict hash."""
+    if surrogate is None:
+        return None
+    about = getattr(surrogate, "about", None)
+    arch = about.get("architecture") if isinstance(about, dict) else None
+    return f"{arch or type(surrogate).__name__}, state_dict sha256 {state_sha256(surrogate.state_dict())[:12]}"
+
+
+def _model_info(model: nn.Module, name: str, arch: str, randomness: dict, samples: int,
+                surrogate: nn.Module | None, about: Mapping[str, Any], opts: RunOptions) -> ModelInfo:
+    """The entry's checkpoint record of a user model."""
+    settings = {"architecture": arch, "randomness": randomness, "samples": samples, "factory": opts.factory,
+                "surrogate": None if surrogate is None else {"description": _surrogate_text(surrogate),
+                                                             "factory": opts.surrogate_factory,
+                                                             "sha256": state_sha256(surrogate.state_dict())}}
+    return ModelInfo(name=name, sha256=state_sha256(model.state_dict()), source="user", file=opts.factory or "",
+                     config=settings, training=dict(about.get("training", {})))
+
+
+def _model_note(name: str, arch: str, randomness: dict, samples: int) -> str:
+    how = ("declared " + ("random" if randomness["declared"] else "deterministic")
+           if randomness["declared"] is not None else "not declared")
+    return (f"Model from outside the plugin: {name} ({arch}); randomness {how}, measured {randomness['measured']} by "
+            f"repeated passes on the same images; each prediction averages {samples} pass(es).")
+
+
 def evaluate_model(model: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
                    protocol: str = "adaptive", *, name: str, stochastic: bool | None = None, samples: int = 1,
                    surrogate: nn.Module | None = None, about: Mapping[str, Any] | None = None,
-                   dataset: str = "mnist", n_examples: int | None = None, seed: int = 0,
-                   out_dir: str | os.PathLike | None = None, batch_size: int | None = None,
-                   passes: int | None = None, overrides: Mapping[str, Any] | None = None,
-                   attacks: Sequence[str] = (), data_root: str | None = None, factory: str | None = None,
-                   surrogate_factory: str | None = None, command: str | None = None,
-                   attack_factory: AttackFactory | None = None, resume: bool = True, force: bool = False,
-                   progress: bool = False, log: Log | None = None) -> dict:
+                   **options: Any) -> dict:
     """Evaluate ``model`` (images in [0, 1] -> class logits) with ``protocol`` and return its leaderboard entry.
 
-    x, y: the test images and labels (default: the first images of ``dataset``'s test split). name: the entry's
+    x, y: the test images and labels (default: the first images of the data set's test split). name: the entry's
     model name (lower case, digits, _). stochastic: declare the model random or deterministic (default: its
     ``stochastic`` attribute, else measured by repeated passes; both recorded). samples: passes averaged per
     prediction (1: the model's own output). surrogate: a deterministic stand-in (e.g. the model with its
     randomness switched off) for the transfer and BPDA attacks, which are skipped without one. about: the entry's
     ``name`` (paper title), ``authors``, ``link``, ``venue``, ``architecture``, ``additional_data``, ``training``
-    (default: the model's ``about`` attribute). n_examples, batch_size, passes, overrides, attacks, seed: as
-    :class:`~lwta_plugin.evaluation.EvaluationConfig`. out_dir: write the entry to
-    ``<out_dir>/<dataset>/Linf/<name>__<protocol>.json`` (resumable: rerun to continue; a finished entry of
-    another configuration is kept unless ``force``); None: a temporary directory (nothing kept).
-    factory / surrogate_factory: the import paths the models came from (recorded; ``lwta verify`` rebuilds them).
+    (default: the model's ``about`` attribute). options: :class:`RunOptions` (``n_examples``, ``seed``,
+    ``out_dir``, ...; TypeError for an unknown one).
     """
+    opts = RunOptions(**options)
     _check_name(name)
     about = check_about(about if about is not None else getattr(model, "about", None))
     if protocol not in USER_PROTOCOLS:
@@ -246,41 +305,24 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | None = None, y: torch.Ten
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
     with tempfile.TemporaryDirectory(prefix="lwta-evaluate-") as tmp:
-        config = EvaluationConfig([name], dataset=dataset, protocols=[protocol], attacks=attacks,
-                                  n_examples=n_examples, seed=seed, out_dir=out_dir if out_dir is not None else tmp,
-                                  batch_size=batch_size, passes=passes,
-                                  overrides={protocol: overrides} if overrides else {}, data_root=data_root)
+        config = opts.config(name, protocol, opts.out_dir if opts.out_dir is not None else tmp)
         check_writable_directory(config.out_dir, "output directory (out_dir, --out-dir)")
         base = config.resolved_protocols()[0]
         need = max(a.start + a.n_examples for a in base.attacks if a.kind != "random_score")
-        data = _data(x, y, dataset, need, data_root)
+        data = _data(x, y, opts.dataset, need, opts.data_root)
         wrapped, randomness = wrap_model(model, data.x, stochastic, samples, surrogate)
         arch = about.get("architecture") or type(model).__name__
-        surrogate_text = None
-        if surrogate is not None:
-            s_about = getattr(surrogate, "about", None)
-            s_arch = s_about.get("architecture") if isinstance(s_about, dict) else None
-            surrogate_text = (s_arch or type(surrogate).__name__) + f", state_dict sha256 " \
-                                                                     f"{state_sha256(surrogate.state_dict())[:12]}"
-        how = ("declared " + ("random" if randomness["declared"] else "deterministic")
-               if randomness["declared"] is not None else "not declared")
-        note = (f"Model from outside the plugin: {name} ({arch}); randomness {how}, measured {randomness['measured']} "
-                f"by repeated passes on the same images; each prediction averages {samples} pass(es).")
-        user = user_protocol(base, surrogate_text, samples, note)
-        user = resolve(user, available=len(data.x))
-        settings = {"architecture": arch, "randomness": randomness, "samples": samples, "factory": factory,
-                    "surrogate": None if surrogate is None else {"description": surrogate_text,
-                                                                 "factory": surrogate_factory,
-                                                                 "sha256": state_sha256(surrogate.state_dict())}}
-        info = ModelInfo(name=name, sha256=state_sha256(model.state_dict()), source="user", file=factory or "",
-                         config=settings, training=dict(about.get("training", {})))
-        command = command or python_command(name, protocol, samples=samples if samples != 1 else None,
-                                            n_examples=n_examples, seed=seed or None, passes=passes)
-        run = UserRun(wrapped, info, data, user, config, user_attack_factory(attack_factory or build_attack_for),
-                      force, command, about)
+        user = resolve(user_protocol(base, _surrogate_text(surrogate), samples,
+                                     _model_note(name, arch, randomness, samples)), available=len(data.x))
+        info = _model_info(model, name, arch, randomness, samples, surrogate, about, opts)
+        command = opts.command or python_command(name, protocol, samples=samples if samples != 1 else None,
+                                                 n_examples=opts.n_examples, seed=opts.seed or None,
+                                                 passes=opts.passes)
+        run = UserRun(wrapped, info, data, user, config, user_attack_factory(opts.attack_factory or build_attack_for),
+                      opts.force, command, about)
         run.check_replace()
         run.check_attacks()
-        status = run.advance(None, resume, None, progress, log or (lambda _m: None))
-        if status["status"] != "up-to-date" and status["status"] != "written":
+        status = run.advance(None, opts.resume, None, opts.progress, opts.log or (lambda _m: None))
+        if status["status"] not in ("up-to-date", "written"):
             raise RuntimeError(f"evaluation of {name} / {protocol} did not finish: {status}")
         return json.loads(Path(status["path"]).read_text(encoding="utf-8"))
