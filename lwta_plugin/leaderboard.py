@@ -85,7 +85,32 @@ def sort_entries(entries: list[dict], sort: str = "robust") -> list[dict]:
     return sorted(base, key=lambda e: (sort not in e["attacks"], -e["attacks"].get(sort, {"mean": 0})["mean"]))
 
 
+def is_user_model(entry: dict) -> bool:
+    """Whether ``entry`` evaluated a model from outside the plugin (``lwta_plugin.evaluate``, --model-factory)."""
+    return entry["checkpoint"]["source"] == "user"
+
+
+def user_model_lines(group: list[dict]) -> list[str]:
+    """One line per model from outside the plugin in ``group``: what it is, whose defense, how it was built."""
+    lines = []
+    for e in group:
+        if not is_user_model(e):
+            continue
+        cfg = e["checkpoint"]["config"]
+        r = cfg["randomness"]
+        declared = "not declared" if r["declared"] is None else ("declared random" if r["declared"] else
+                                                                 "declared deterministic")
+        source = f" ({e['venue']})" if e["venue"] else ""
+        link = f" {e['link']}" if e["link"] else ""
+        built = f"; built by `{cfg['factory']}`" if cfg.get("factory") else ""
+        lines.append(f"`{e['model']}`: {cfg['architecture']}. Defense: {e['name']}, {e['authors']}{source}{link}; "
+                     f"randomness {declared}, measured {r['measured']}{built}.")
+    return list(dict.fromkeys(lines))
+
+
 def _training(entry: dict) -> str:
+    if is_user_model(entry):
+        return str(entry["checkpoint"]["training"].get("description", "—"))
     fgsm = entry["checkpoint"]["training"].get("fgsm_eps")
     return f"FGSM adv. (eps {fgsm:g})" if fgsm else "standard"
 
@@ -145,7 +170,8 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
             notes.append(f"`{e['model']}`: " + "; ".join(f"{i['name']}: {i['detail']}" for i in fired))
             mark = f" [{len(notes)}]"
         reported = (f"{e['reported']} ({row_reference(paper)})" if "reported" in e and paper is not None else "—")
-        rows.append([_Cell(str(rank), rank), _Cell(f"`{e['model']}`"), _Cell(_training(e)),
+        model = f"`{e['model']}`" + (" (outside the plugin)" if is_user_model(e) else "")
+        rows.append([_Cell(str(rank), rank), _Cell(model), _Cell(_training(e)),
                      cell("clean", e["attacks"]["clean"])]
                     + [cell(k, e["attacks"].get(k)) for k in keys]
                     + [worst_cell,
@@ -304,6 +330,9 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
                                                                                                   ""]
         if notes:
             lines += [f"{i}. {_md_escape(n)}" for i, n in enumerate(notes, 1)] + [""]
+        users = user_model_lines(group)
+        if users:
+            lines += ["Models from outside the plugin:", ""] + [f"- {_md_escape(t)}" for t in users] + [""]
     for dataset in sorted({e["dataset"] for e in entries}):
         view = paper_table_view(entries, dataset, shipped)
         if view:
@@ -383,6 +412,10 @@ def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta 
                      + "</ul></details>")
         if notes:
             parts.append("<ol>" + "".join(f"<li>{esc(n.replace('`', ''))}</li>" for n in notes) + "</ol>")
+        users = user_model_lines(group)
+        if users:
+            parts.append("<p>Models from outside the plugin:</p><ul>"
+                         + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in users) + "</ul>")
     parts += [("<h2>Notes on the paper's numbers</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in PAPER_NOTES)
                + "</ul>"), f"<script>{_SORT_JS}</script>", "</body></html>", ""]
     return "\n".join(parts)

@@ -116,7 +116,10 @@ def architecture_family(code: str) -> str:
 
 
 def describe_architecture(config: dict) -> str:
-    """RobustBench's ``architecture`` string from a model config dict."""
+    """RobustBench's ``architecture`` string from a model config dict (a model from outside the plugin carries its
+    own: ``config["architecture"]``)."""
+    if "activation" not in config and isinstance(config.get("architecture"), str):
+        return config["architecture"]
     act = {"relu": "ReLU", "lwtamax": f"deterministic LWTA (U={config['U']})",
            "lwta": f"stochastic LWTA (U={config['U']})"}[config["activation"]]
     return (f"Verma & Swami {architecture_family(config['code'])} CNN, {act}{' + IBP' if config['ibp'] else ''}, "

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .checkpoint import load_checkpoint, load_state, read_checkpoint, save_checkpoint
 from .data import load_tensors
 from .io import sha256_file

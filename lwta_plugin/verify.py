@@ -3,7 +3,10 @@
 Checks, each problem on one line: every entry against the schema and its own per-example counts, its file name
 and its threat model's eps (:func:`lwta_plugin.entries.validate_entry`); the worst case combined across protocols
 against the sibling entries; every shipped checkpoint against the weight manifest (sha256, size) and each entry's
-checkpoint against the shipped one it names; and the committed ``README.md`` / ``index.html`` byte for byte
+checkpoint against the shipped one it names; every entry of a model from outside the plugin that names its factory
+(``lwta evaluate --model-factory``) against the model that factory builds now (state_dict sha256, the surrogate's,
+and the randomness measured again; an entry written from Python without a factory is checked against its counts
+only); and the committed ``README.md`` / ``index.html`` byte for byte
 against a fresh render of the entries (rendered in memory with the command their generated-file comment names;
 nothing is written).
 """
@@ -82,6 +85,15 @@ def _check_checkpoints(entries: list[dict], store: Path, report: Report) -> None
                                    "(weight manifest): re-evaluate the model")
 
 
+def _check_user_models(entries: list[dict], report: Report) -> None:
+    """Rebuild every user model that names its factory and compare it with its entry (one problem line each)."""
+    from .evaluation.user_model_check import check_user_entry
+
+    for e in entries:
+        if e["checkpoint"]["source"] == "user" and e["checkpoint"]["config"].get("factory"):
+            report.problems += [f"{e['_path']}: {p}" for p in check_user_entry(e)]
+
+
 def _render_command(out: Path, default: str) -> str:
     """The ``lwta leaderboard`` command the committed files name in their generated-file comment."""
     for name in GENERATED_FILES:
@@ -156,6 +168,7 @@ def verify(out_dir: str | os.PathLike = "leaderboard", store: str | os.PathLike 
         return report
     entries = _load(out, report)
     _check_checkpoints(entries, Path(store or weights_dir()), report)
+    _check_user_models(entries, report)
     default = "lwta leaderboard" + ("" if str(out_dir) == "leaderboard" else f" --out-dir {out_dir}")
     _check_rendered(out, entries, report, default)
     return report

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from _tiny_models import make_checkpoint
 
 from lwta_plugin import __version__
+from lwta_plugin.cli import build_parser
 from lwta_plugin.entries import find_entries, load_entries, validate_entry
 from lwta_plugin.evaluation import (
     EntryExistsError,
@@ -248,6 +249,10 @@ def test_committed_entries_reproduce_their_command(monkeypatch):
         pytest.skip("no committed entries")
     for path in paths:
         entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["checkpoint"]["source"] == "user":  # lwta evaluate --model-factory
+            args = build_parser().parse_args(shlex.split(entry["command"])[1:])
+            assert evaluation_cli.user_command(args, entry["protocol"]["name"]) == entry["command"], path
+            continue
         configs = _cli_configs(*shlex.split(entry["command"])[2:])
         commands = {c.command(m, p) for c in configs for m in c.models for p in c.protocols}
         assert commands == {entry["command"]}, path

@@ -4,7 +4,8 @@ its leaderboard entry (:mod:`lwta_plugin.entries`).
 Modules: :mod:`.config` (what to evaluate: :class:`EvaluationConfig`, config files, the reproduction command),
 :mod:`.loading` (models, their provenance, test images), :mod:`.runner` (:class:`ProtocolRun`: one model, one
 protocol), :mod:`.assembly` (results to entry, the worst case across protocols), :mod:`.api` (:func:`evaluate`),
-:mod:`.cli` (``lwta evaluate``, ``--plots``; not imported here).
+:mod:`.cli` (``lwta evaluate``, ``--plots``; not imported here), :mod:`.user_model` and :mod:`.foreign` (a model from
+outside the plugin: :func:`evaluate_model`, exported as ``lwta_plugin.evaluate``).
 
 Example::
 
@@ -73,6 +74,7 @@ from .config import (
     read_config_file,
 )
 from .errors import EntryExistsError, EvaluationError, IncompleteRunError
+from .foreign import USER_PROTOCOLS, evaluate_model
 from .loading import (
     EvaluationData,
     ModelInfo,
@@ -86,10 +88,39 @@ from .loading import (
 from .runner import AttackFactory, BatchHook, ProtocolRun, build_attack_for
 
 __all__ = [
-    "COMBINE_FROM", "COMBINE_INTO", "CONFIG_FORMAT", "CONFIG_KEYS", "DEFAULT_OUT_DIR", "RUN_KEYS", "AttackFactory",
-    "BatchHook", "EntryExistsError", "EvaluationConfig", "EvaluationData", "EvaluationError", "IncompleteRunError", "Inputs", "ModelInfo",
-    "ProtocolRun", "build_attack_for", "check_shard", "checkpoint_model_name", "combine_protocols",
-    "compute_indicators", "evaluate", "finalize_entry", "load_config", "load_inputs", "load_model_for_evaluation",
-    "load_test_data", "pair_checkpoints", "parse_shard", "read_config_file", "refresh_combined", "tensor_sha256",
+    "COMBINE_FROM",
+    "COMBINE_INTO",
+    "CONFIG_FORMAT",
+    "CONFIG_KEYS",
+    "DEFAULT_OUT_DIR",
+    "RUN_KEYS",
+    "USER_PROTOCOLS",
+    "AttackFactory",
+    "BatchHook",
+    "EntryExistsError",
+    "EvaluationConfig",
+    "EvaluationData",
+    "EvaluationError",
+    "IncompleteRunError",
+    "Inputs",
+    "ModelInfo",
+    "ProtocolRun",
+    "build_attack_for",
+    "check_shard",
+    "checkpoint_model_name",
+    "combine_protocols",
+    "compute_indicators",
+    "evaluate",
+    "evaluate_model",
+    "finalize_entry",
+    "load_config",
+    "load_inputs",
+    "load_model_for_evaluation",
+    "load_test_data",
+    "pair_checkpoints",
+    "parse_shard",
+    "read_config_file",
+    "refresh_combined",
+    "tensor_sha256",
     "versions",
 ]

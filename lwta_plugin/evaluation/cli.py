@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import torch
 
 from ..figures import protocol_order
 from ..plots import make_plots
-from ..protocols import EPS, PROTOCOLS
+from ..protocols import EPS, PROTOCOLS, get_protocol
 from .api import evaluate, load_inputs
+from .assembly import COMBINE_INTO
 from .config import DEFAULT_OUT_DIR, EvaluationConfig, load_config, parse_shard
+from .foreign import build_from_factory, default_name, evaluate_model
 from .loading import pair_checkpoints
 from .runner import AttackFactory, build_attack_for
 
@@ -68,6 +71,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--plots", action="store_true", help="also write the plots (lwta_plugin.plots) next to the results")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("a model from outside the plugin (lwta_plugin.evaluate; default protocol adaptive)")
+    g.add_argument("--model-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="import path of a function returning an nn.Module that maps images in [0, 1] to class "
+                        "logits (the working directory is importable), e.g. lwta_plugin.examples.defenses:rse")
+    g.add_argument("--surrogate-factory", default=None, metavar="MODULE:FUNCTION",
+                   help="the same for a surrogate (e.g. the model with its randomness switched off) for the "
+                        "transfer and BPDA attacks; without it they are skipped (the entry says so)")
+    g.add_argument("--name", default=None, help="the entry's model name (default: the factory function's name)")
+    g.add_argument("--stochastic", choices=["yes", "no"], default=None,
+                   help="declare the model random or deterministic (default: its `stochastic` attribute, else "
+                        "measured by repeated passes; both are recorded)")
+    g.add_argument("--samples", type=int, default=None,
+                   help="passes averaged per prediction (default 1: the model's own output)")
+    g.add_argument("--attack-examples", action="append", default=None, metavar="KEY=N",
+                   help="test images of one attack (repeatable, e.g. eot_pgd_2x=50; --n-examples still caps it)")
     p.set_defaults(func=evaluate_command)
     return p
 
@@ -85,6 +103,30 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError("--checkpoint cannot be combined with --config (list checkpoints in the config's runs)")
     if args.config and args.attack:
         raise ValueError("--attack cannot be combined with --config (list the attacks in the config's runs)")
+    if args.model_factory is None:
+        for option in ("surrogate_factory", "name", "stochastic", "samples", "attack_examples"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"--{option.replace('_', '-')} applies to --model-factory only")
+        return
+    for option in ("model", "checkpoint", "config", "shard", "model_dir"):
+        if getattr(args, option):
+            raise ValueError(f"--model-factory cannot be combined with --{option.replace('_', '-')}")
+    if args.merge or args.plots:
+        raise ValueError("--model-factory runs in one process and writes no plots: drop --merge / --plots")
+    if args.samples is not None and args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    attack_examples(args.attack_examples)
+
+
+def attack_examples(items: Sequence[str] | None) -> dict[str, dict[str, int]]:
+    """``--attack-examples KEY=N`` options as per-attack overrides ``{key: {"n_examples": N}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for item in items or ():
+        key, _, n = item.partition("=")
+        if not key or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--attack-examples must look like KEY=N with N >= 1 (e.g. eot_pgd_2x=50), got {item!r}")
+        out[key] = {"n_examples": int(n)}
+    return out
 
 
 def configs_from_args(args: argparse.Namespace) -> list[EvaluationConfig]:
@@ -117,11 +159,59 @@ def write_plots(config: EvaluationConfig, progress: bool = True) -> list[Path]:
     return written
 
 
+def user_command(args: argparse.Namespace, protocol: str) -> str:
+    """The command that reproduces the entry of ``--model-factory`` with ``protocol`` (the options that decide it,
+    in a fixed order)."""
+    words = ["lwta", "evaluate", "--model-factory", args.model_factory]
+    if args.surrogate_factory:
+        words += ["--surrogate-factory", args.surrogate_factory]
+    words += ["--name", args.name or default_name(args.model_factory), "--dataset", args.dataset or "mnist",
+              "--protocol", protocol, "--seed", str(args.seed or 0)]
+    for attack in args.attack or ():
+        words += ["--attack", attack]
+    for option in ("stochastic", "samples", "n_examples", "batch_size", "passes"):
+        if getattr(args, option) is not None:
+            words += ["--" + option.replace("_", "-"), str(getattr(args, option))]
+    for key, value in attack_examples(args.attack_examples).items():
+        words += ["--attack-examples", f"{key}={value['n_examples']}"]
+    return shlex.join(words)
+
+
+def evaluate_factory(args: argparse.Namespace) -> list[dict]:
+    """``lwta evaluate --model-factory``: every ``--protocol`` (default adaptive) on the factory's model, through
+    :func:`lwta_plugin.evaluation.foreign.evaluate_model`; returns the entries."""
+    model = build_from_factory(args.model_factory)
+    surrogate = build_from_factory(args.surrogate_factory, "--surrogate-factory") if args.surrogate_factory else None
+    name = args.name or default_name(args.model_factory)
+    protocols = sorted(dict.fromkeys(args.protocol or ["adaptive"]), key=lambda p: p == COMBINE_INTO)
+    overrides = attack_examples(args.attack_examples)
+    keys = {p: {a.key for a in get_protocol(p, args.dataset or "mnist").attacks} for p in protocols}
+    unknown = sorted(set(overrides) - set().union(*keys.values()))
+    if unknown:
+        raise ValueError(f"--attack-examples names attacks {unknown} that no selected protocol has")
+    entries = []
+    for protocol in protocols:
+        entry = evaluate_model(
+            model, None, None, protocol, name=name, stochastic=None if args.stochastic is None else
+            args.stochastic == "yes", samples=args.samples or 1, surrogate=surrogate, dataset=args.dataset or "mnist",
+            n_examples=args.n_examples, seed=args.seed or 0, out_dir=args.out_dir or DEFAULT_OUT_DIR,
+            batch_size=args.batch_size, passes=args.passes, attacks=args.attack or (), data_root=args.data_root,
+            overrides={k: v for k, v in overrides.items() if k in keys[protocol]} or None,
+            factory=args.model_factory, surrogate_factory=args.surrogate_factory,
+            command=user_command(args, protocol), attack_factory=ATTACK_FACTORY, resume=not args.no_resume,
+            force=args.force, progress=not args.no_progress, log=print)
+        entries.append(entry)
+    return entries
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``lwta evaluate``; 0 when every entry is written (or a shard did its share), 1 otherwise."""
     _check_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model_factory is not None:
+        print(summary_table(evaluate_factory(args)))
+        return 0
     statuses = []
     for config in configs_from_args(args):
         statuses += evaluate(config, shard=args.shard, resume=not args.no_resume, merge=args.merge,

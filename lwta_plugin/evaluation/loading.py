@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..checkpoint import read_checkpoint
 from ..data import load_tensors
 from ..io import sha256_file
