@@ -38,7 +38,7 @@ from ..checkpoint import state_sha256
 from ..figures import finalize_entry
 from ..io import check_writable_directory
 from ..models import list_models
-from ..protocols import Protocol, resolve
+from ..protocols import Protocol, resolve, select_attacks
 from .config import EvaluationConfig
 from .loading import EvaluationData, ModelInfo, load_test_data
 from .runner import AttackFactory, Log, ProtocolRun, build_attack_for
@@ -126,7 +126,8 @@ def user_protocol(protocol: Protocol, surrogate: str | None, samples: int, model
                                              f"{spec.eot_samples}")
         specs.append(spec)
     scoring = replace(protocol.scoring, samples=samples)
-    return replace(protocol, attacks=tuple(specs), scoring=scoring, notes=(*protocol.notes, *notes))
+    kept = replace(protocol, scoring=scoring, notes=(*protocol.notes, *notes))
+    return select_attacks(replace(kept, attacks=tuple(specs)), [s.key for s in specs])  # the cascade: kept ones
 
 
 def user_attack_factory(base: AttackFactory = build_attack_for) -> AttackFactory:
