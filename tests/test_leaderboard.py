@@ -59,8 +59,9 @@ def test_every_committed_leaderboard_file_is_valid():
             validate_entry(entry)
             assert (entry["dataset"], entry["threat_model"]) == rel.parts[:2], path
             assert path.name == f"{entry['model']}__{entry['protocol']['name']}.json", path
-        elif path.name.endswith(".timing.json"):
+        elif rel.parts[-2] == "timing" and len(rel.parts) == 4:  # beside the entries, not among them
             assert "seconds" in json.loads(path.read_text(encoding="utf-8")), path
+            assert (path.parent.parent / path.name).is_file(), f"{path}: timing of no entry"
         elif rel.parts[-2] == "plots":
             assert json.loads(path.read_text(encoding="utf-8"))["format"] == "lwta-plugin/plots-1", path
         else:
@@ -247,6 +248,7 @@ FORGERIES = {
     "attacks/pgd/passes": lambda e: e["attacks"]["pgd"].__setitem__("passes", 3),
     "NaN or infinity": lambda e: e["attacks"]["pgd"].__setitem__("mean", float("nan")),
     "autoattack_acc": lambda e: e.__setitem__("autoattack_acc", "50.00"),
+    "attack_failure": lambda e: e.__setitem__("attack_failure", []),
 }
 
 
@@ -413,6 +415,51 @@ def test_html_sorting_in_a_headless_browser(board, tmp_path):
         assert table["worst_second"] == ["m_b", "m_a", "m_c"]  # same column again: descending
 
 
+# Appended to the committed page: the right edge of the columns that matter (and of the header row's first cells)
+# in every table, measured by the browser at the window width it was given.
+_BOX_SCRIPT = """<script>
+(function () {
+  var want = ['#', 'model', 'clean', 'worst case', 'paper PGD', 'flags'];
+  var out = {width: window.innerWidth, scroll: document.documentElement.scrollWidth, tables: []};
+  document.querySelectorAll('table.lb').forEach(function (table) {
+    var right = {};
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) {
+      var label = h.textContent.replace(/ \\(n=[0-9]+\\)$/, '');
+      if (want.indexOf(label) >= 0) { right[label] = h.getBoundingClientRect().right; }
+    });
+    out.tables.push(right);
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'box-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def test_committed_page_shows_what_matters_without_scrolling_sideways(tmp_path):
+    """At 1400 px (a laptop), every table of leaderboard/index.html shows clean, the worst case (our strongest
+    attack), the paper's number and the flags without horizontal scrolling."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    page = (Path(__file__).resolve().parents[1] / "leaderboard" / "index.html").read_text(encoding="utf-8")
+    path = tmp_path / "index.html"
+    path.write_text(page.replace("</body>", _BOX_SCRIPT + "</body>"), encoding="utf-8")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           "--hide-scrollbars", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+           path.as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    found = re.search(r'<pre id="box-result">(.*?)</pre>', out.stdout, re.DOTALL)
+    assert found, f"no result in the page (exit {out.returncode}): {out.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["width"] == 1400 and len(result["tables"]) >= 5
+    assert result["scroll"] > 1400  # the detail columns do scroll: the check below is not vacuous
+    for right in result["tables"]:
+        assert set(right) == {"#", "model", "clean", "worst case", "paper PGD", "flags"}, right
+        assert max(right.values()) <= 1400, right
+
+
 def test_write_leaderboard_and_errors(board, tmp_path):
     md, page = write_leaderboard(board)
     assert md == board / "README.md" and page == board / "index.html"
@@ -517,3 +564,30 @@ def test_footnote_says_deterministic_for_a_deterministic_model():
         entry["footnote"] = ""
         finalize_entry(entry)
         assert entry["footnote"].startswith(first), name
+
+
+def test_to_dataframe_holds_every_result_of_every_entry(board):
+    pd = pytest.importorskip("pandas")
+    from lwta_plugin.leaderboard import DATAFRAME_COLUMNS, to_dataframe
+
+    entries = entries_mod.load_entries(board)
+    df = to_dataframe(board)
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == list(DATAFRAME_COLUMNS)
+    assert len(df) == sum(len(e["attacks"]) + 1 for e in entries)
+    for e in entries:
+        mine = df[(df.model == e["model"]) & (df.protocol == e["protocol"]["name"])].set_index("attack")
+        for key, r in e["attacks"].items():
+            assert mine.loc[key, "mean"] == r["mean"] and mine.loc[key, "n_examples"] == r["n_examples"]
+        worst = e.get("worst_case_all_protocols") or e["worst_case"]
+        assert mine.loc["worst case", "mean"] == worst["mean"]
+        assert bool(mine.loc["clean", "unreliable"]) == e["unreliable"]
+
+
+def test_to_dataframe_without_pandas_says_what_to_do(board, monkeypatch):
+    import sys
+
+    from lwta_plugin.leaderboard import to_dataframe
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ModuleNotFoundError, match=r"needs pandas \(pip install pandas\).*load_entries"):
+        to_dataframe(board)
