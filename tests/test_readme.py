@@ -47,4 +47,4 @@ def test_readme_python_blocks_run(tmp_path):
     assert done and json.loads(done[0].split(" ", 1)[1]) == [2, 2, [2, 1, 28, 28]]
     assert "EOT-PGD accuracy" in out.stdout and "AutoAttack-rand accuracy" in out.stdout
     assert "100%" in out.stderr  # the progress bar of the EOT-PGD line
-    assert (tmp_path / "runs/readme/mnist/Linf/lwta_ibp_tanh16__paper-literal.json").is_file()
+    assert (tmp_path / "runs/readme/mnist/Linf/lwta_ibp_tanh16__paper.json").is_file()
