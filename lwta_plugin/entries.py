@@ -8,8 +8,10 @@ Files
     same name, type and meaning (percentages as strings with two decimals) and adds what a random model needs;
     ``lwta_plugin/schema/leaderboard.schema.json`` is the contract. No time-dependent field: rerunning the same
     command gives a byte-identical file.
-``<model>__<protocol>.timing.json`` (beside it)
-    Wall-clock seconds per attack, start/end dates, threads: kept out of the entry so entries are reproducible.
+``<dataset>/<threat_model>/timing/<model>__<protocol>.json`` (:func:`timing_path`)
+    Wall-clock seconds per attack, start/end dates, threads: kept out of the entry so entries are reproducible,
+    and in a directory of their own so that a tool globbing ``<dataset>/<threat_model>/*.json`` (RobustBench's
+    model_info layout) sees only entries.
 
 Per-example results are stored compactly: ``per_example_correct`` is a string with one base-36 digit per test
 image (in test-set order) = the number of the ``passes`` predictions of that image that were correct
@@ -23,20 +25,43 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .figures import check_combined, check_figures, pct
+from .figures import check_combined, check_figures, finalize_entry, pct
+from .io import atomic_write_json, dumps_json
 from .statistics import decode_counts
 
-__all__ = ["ENTRY_NAME", "FORMAT", "SCHEMA_PATH", "check_entry_file", "entry_path", "failed_unbounded_attacks",
-           "find_entries", "is_entry_path", "load_entries", "load_schema", "pct", "read_entry", "validate_entry"]
+__all__ = [
+    "ENTRY_NAME",
+    "FORMAT",
+    "SCHEMA_PATH",
+    "check_entry_file",
+    "entry_path",
+    "failed_unbounded_attacks",
+    "find_entries",
+    "is_entry_path",
+    "load_entries",
+    "load_schema",
+    "pct",
+    "read_entry",
+    "refinalize",
+    "timing_path",
+    "validate_entry",
+]
 
 FORMAT = "lwta-plugin/leaderboard-entry-1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "leaderboard.schema.json"
+TIMING_DIR = "timing"  # beside the entries, never among them
 ENTRY_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)__(?P<protocol>[a-z][a-z0-9-]*)\.json$")
 
 
 def entry_path(out_dir: str | os.PathLike, dataset: str, threat_model: str, model: str, protocol: str) -> Path:
     """``<out_dir>/<dataset>/<threat_model>/<model>__<protocol>.json``."""
     return Path(out_dir) / dataset / threat_model / f"{model}__{protocol}.json"
+
+
+def timing_path(entry: str | os.PathLike) -> Path:
+    """The timing file of the entry file ``entry``: ``timing/<model>__<protocol>.json`` in the entry's directory."""
+    entry = Path(entry)
+    return entry.parent / TIMING_DIR / entry.name
 
 
 def is_entry_path(path: str | os.PathLike) -> bool:
@@ -133,3 +158,31 @@ def failed_unbounded_attacks(entry: dict) -> set[str]:
     ``unbounded_attack_failure`` indicator (the indicator lists every unbounded attack, failed or not)."""
     return {a for i in entry["indicators"] if i["fired"] and i["name"] == "unbounded_attack_failure"
             for a in i["attacks"] if a in entry["attacks"] and entry["attacks"][a]["mean"] > i["threshold"]}
+
+
+def refinalize(out_dir: str | os.PathLike) -> list[Path]:
+    """Re-derive the derived fields of every entry under ``out_dir`` with the current rules
+    (:func:`lwta_plugin.figures.finalize_entry`: ``unreliable``, ``attack_failure``, ``autoattack_rand_acc``,
+    ``external``, ``footnote``), validate it (every figure recomputed from its per-example counts), and rewrite the
+    entries that changed; returns those. Nothing is measured again: an entry whose counts do not give its figures is
+    refused (ValueError naming the file) and no file is written."""
+    done = []
+    for path in find_entries(out_dir):
+        entry = read_entry(path)
+        finalize_entry(entry)
+        try:
+            validate_entry(entry)
+            check_entry_file(path, entry)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        done.append((path, entry))
+    for path, entry in done:  # the combined worst cases against their siblings, before anything is written
+        siblings = [e for p, e in done if e is not entry and e["model"] == entry["model"] and p.parent == path.parent]
+        try:
+            check_combined(entry, siblings)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    changed = [(p, e) for p, e in done if dumps_json(e) != p.read_text(encoding="utf-8")]
+    for path, entry in changed:
+        atomic_write_json(path, entry)
+    return [path for path, _ in changed]

@@ -1,8 +1,9 @@
 """The published figures of a leaderboard entry, derived from its per-example counts, and the check that an entry's
 stored figures are exactly those.
 
-Every number the leaderboard shows (means and intervals, the worst case, ``clean_acc``, ``autoattack_acc``,
-``external``, ``reported``, the attack-failure indicators and ``unreliable``) is a function of the entry's
+Every number the leaderboard shows (means and intervals, the worst case, ``clean_acc``, ``autoattack_rand_acc``,
+``external``, ``reported``, the attack-failure indicators, ``attack_failure`` and ``unreliable``) is a function of
+the entry's
 per-example counts and of the rules below; the evaluation writes entries with these functions and
 :func:`check_figures` recomputes them, so a hand-edited or corrupted number is refused with the field it is in.
 The worst case combined across protocols needs the sibling entries: :func:`check_combined`.
@@ -86,6 +87,21 @@ def cascade_summary(cascade: Mapping[str, Any], passes: int, upto: int, eps: flo
     return {k: w[k] for k in _SUMMARY}
 
 
+def robust_estimate(entry: Mapping[str, Any]) -> dict | None:
+    """The entry's robust-accuracy estimate: its worst case (combined across protocols when it has one) when that
+    includes an attack at the threat model's eps, outside a smoke test; else None."""
+    worst = entry.get("worst_case_all_protocols") or entry["worst_case"]
+    attacked = any(a.rsplit("/", 1)[-1] != "clean" for a in worst["attacks"])
+    return worst if attacked and not entry["protocol"]["smoke"] else None
+
+
+def is_unreliable(entry: Mapping[str, Any]) -> bool:
+    """RobustBench's ``unreliable``: an evaluation of ours is lower than the reported (the paper's) robust accuracy:
+    the upper end of the 95 % interval of :func:`robust_estimate` is below ``reported``."""
+    robust = robust_estimate(entry)
+    return "reported" in entry and robust is not None and 100 * robust["ci_high"] < float(entry["reported"])
+
+
 def autoattack_of(results: Mapping[str, Mapping[str, Any]], passes: int, smoke: bool, eps: float) -> dict | None:
     """The worst case of clean and AutoAttack 'rand' (``apgd_rand``), when it ran at the threat model's eps outside
     a smoke test."""
@@ -133,10 +149,20 @@ def combined_worst_case(entry: dict, siblings: Iterable[dict]) -> dict | None:
 
 
 def finalize_entry(entry: dict) -> None:
-    """Derive ``unreliable``, ``external`` and ``footnote`` from the rest of the entry (also after combining)."""
+    """Derive ``unreliable``, ``attack_failure``, ``autoattack_rand_acc``, ``external`` and ``footnote`` from the
+    rest of the entry (also after combining). RobustBench's ``autoattack_acc`` (standard AutoAttack, which no
+    protocol here runs: it evaluates a random model with one pass) is never kept."""
     p = entry["protocol"]
     fired = [i for i in entry["indicators"] if i["fired"]]
-    entry["unreliable"] = bool(fired)
+    entry["attack_failure"] = [i["name"] for i in fired]
+    entry["unreliable"] = is_unreliable(entry)
+    entry.pop("autoattack_acc", None)
+    passes, eps = p["scoring"]["passes"], threat_eps(entry["dataset"])
+    aa = autoattack_of(entry["attacks"], passes, p["smoke"], eps)
+    if aa is None:
+        entry.pop("autoattack_rand_acc", None)
+    else:
+        entry["autoattack_rand_acc"] = pct(aa["mean"])
     combined = entry.get("worst_case_all_protocols")
     worst = combined or entry["worst_case"]
     if p["adaptive"]:
@@ -164,17 +190,21 @@ def finalize_entry(entry: dict) -> None:
                      "independent draws (unbiased).")
     elif p["adaptive"]:
         parts.append(f"external = per-image worst case over {which} ({worst['n_examples']} images).")
-    if "autoattack_acc" in entry:
-        aa = entry["attacks"]["apgd_rand"]
-        parts.append(f"autoattack_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT {aa['eot_samples']}, "
-                     f"{aa['n_examples']} images), scored by averaged predictions, not RobustBench's standard "
-                     "AutoAttack.")
+    if aa is not None:
+        r = entry["attacks"]["apgd_rand"]
+        parts.append(f"autoattack_rand_acc = AutoAttack version 'rand' (APGD-CE + APGD-DLR, EOT {r['eot_samples']}, "
+                     f"{r['n_examples']} images), scored by averaged predictions; RobustBench's autoattack_acc "
+                     "(standard AutoAttack) is not reported.")
     if "reported" in entry:
         r = entry["paper"]["rows"][0]
         parts.append(f"reported = the paper's PGD accuracy ({row_reference(r)}), measured without EOT.")
+    if entry["unreliable"]:
+        robust = robust_estimate(entry)
+        parts.append(f"unreliable: our worst case, {pct(robust['mean'])} % (95% CI up to {pct(robust['ci_high'])} "
+                     f"%), is below the reported {entry['reported']} %.")
     if fired:
-        parts.append("Attack-failure indicators fired: " + "; ".join(f"{i['name']} ({i['detail']})" for i in fired)
-                     + ".")
+        parts.append("Attack-failure indicators fired (attack_failure): "
+                     + "; ".join(f"{i['name']} ({i['detail']})" for i in fired) + ".")
     entry["footnote"] = " ".join(parts)
 
 
@@ -261,7 +291,9 @@ def check_figures(entry: dict) -> None:
         _check_cascade(cascade, entry["protocol"], passes, eps)
     _compare_summary("worst_case", entry["worst_case"], worst_case_of(results, passes, eps, cascade))
     aa = autoattack_of(results, passes, entry["protocol"]["smoke"], eps)
-    _compare("autoattack_acc", entry.get("autoattack_acc"), None if aa is None else pct(aa["mean"]))
+    _compare("autoattack_rand_acc", entry.get("autoattack_rand_acc"), None if aa is None else pct(aa["mean"]))
+    _compare("autoattack_acc", entry.get("autoattack_acc"), None,
+             "the protocols (none runs standard AutoAttack; AutoAttack 'rand' is autoattack_rand_acc)")
     _compare("indicators", entry["indicators"], json.loads(json.dumps(from_results(results, passes=passes))))
     combined = entry.get("worst_case_all_protocols")
     if combined is not None:
@@ -275,7 +307,7 @@ def check_figures(entry: dict) -> None:
              "the paper's tables")
     derived_entry = copy.deepcopy(entry)
     finalize_entry(derived_entry)
-    for key in ("unreliable", "external", "footnote"):
+    for key in ("unreliable", "attack_failure", "external", "footnote"):
         _compare(key, entry.get(key), derived_entry.get(key), "the entry's indicators and worst case")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .entries import failed_unbounded_attacks
-from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_rows, paper_value, row_reference
+from .paper import ATTACK_OF_COLUMN, PAPER_COLUMNS, paper_percent, paper_rows, paper_value, row_reference
 from .plots import new_figure, save_figure
 from .protocols import LADDER_RUNGS
 
@@ -146,7 +146,7 @@ def literal_table(entries: Sequence[dict], dataset: str) -> list[str]:
             r = e["attacks"].get(ATTACK_OF_COLUMN[col])
             ours = "—" if r is None else f"{_pct(r['mean'])} (n={r['n_examples']})" + (
                 " †" if ATTACK_OF_COLUMN[col] in failed else "")
-            cells.append(f"{paper[0]['values'][col] if paper else '—'} / {ours}")
+            cells.append(f"{paper_percent(paper[0]['values'][col]) if paper else '—'} / {ours}")
         rows.append(cells)
     return _table(header, rows)
 

@@ -18,8 +18,9 @@ import os
 import re
 from pathlib import Path
 
-from .entries import failed_unbounded_attacks, load_entries
+from .entries import failed_unbounded_attacks, load_entries, refinalize
 from .figures import effective_eps, in_worst_case, threat_eps
+from .headline import headline
 from .io import atomic_write_text
 from .ladder import ladder_markdown, ladder_plot, ladder_rows
 from .paper import (
@@ -31,7 +32,6 @@ from .paper import (
     TABLE_TITLES,
     TABLES_OF_DATASET,
     paper_percent,
-    row_reference,
 )
 from .zoo import available_models
 
@@ -133,7 +133,13 @@ def _common_n(group: list[dict], key: str) -> int | None:
 
 
 def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Cell]], list[str]]:
-    """Header, rows and footnotes of one (data set, threat model, protocol) table."""
+    """Header, rows and footnotes of one (data set, threat model, protocol) table.
+
+    Columns: rank, model, then what matters (clean, the worst case = strongest attack, the paper's number, flags),
+    then one column per attack and the training. Every accuracy cell reads ``mean [95 % interval]``; the image
+    count n is in the header when the whole column shares it, else after the interval. Flags: *unreliable*
+    (RobustBench's meaning: our worst case is below the paper's number) and *attack failure* with the letter of
+    its note; the notes are grouped, one per cause (indicator)."""
     n_of = {k: _common_n(group, k) for k in ["clean", *keys]}
     worst_ns = {_worst(e)["n_examples"] for e in group}
     worst_n = worst_ns.pop() if len(worst_ns) == 1 else None
@@ -141,10 +147,11 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
     def head(label: str, n: int | None) -> str:
         return f"{label} (n={n})" if n is not None else label
 
-    header = (["#", "model", "training", head("clean", n_of["clean"])]
-              + [head(k, n_of[k]) for k in keys] + [head("worst case", worst_n), "paper (reported PGD)",
-                                                     "unreliable"])
-    rows, notes = [], []
+    header = (["#", "model", head("clean", n_of["clean"]), head("worst case", worst_n), "paper PGD", "flags"]
+              + [head(k, n_of[k]) for k in keys] + ["training"])
+    causes = list(dict.fromkeys(name for e in group for name in e["attack_failure"]))
+    letter = {c: chr(ord("a") + i) for i, c in enumerate(causes)}
+    rows = []
     for rank, e in enumerate(group, 1):
         paper = _paper_row(e)
 
@@ -164,20 +171,21 @@ def _table(group: list[dict], keys: list[str]) -> tuple[list[str], list[list[_Ce
         if "worst_case_all_protocols" in e:
             worst_text += " (all protocols)"
         worst_cell = _Cell(worst_text, w["mean"]) if _attacked(w) else _Cell(_NOT_ATTACKED)
-        fired = [i for i in e["indicators"] if i["fired"]]
-        mark = ""
-        if fired:
-            notes.append(f"`{e['model']}`: " + "; ".join(f"{i['name']}: {i['detail']}" for i in fired))
-            mark = f" [{len(notes)}]"
-        reported = (f"{e['reported']} ({row_reference(paper)})" if "reported" in e and paper is not None else "—")
-        model = f"`{e['model']}`" + (" (outside the plugin)" if is_user_model(e) else "")
-        rows.append([_Cell(str(rank), rank), _Cell(model), _Cell(_training(e)),
-                     cell("clean", e["attacks"]["clean"])]
-                    + [cell(k, e["attacks"].get(k)) for k in keys]
-                    + [worst_cell,
-                       _Cell(reported, float(e["reported"]) / 100 if "reported" in e else None),
-                       _Cell(("**yes**" if e["unreliable"] else "no") + mark, 1 if e["unreliable"] else 0,
-                             "bad" if e["unreliable"] else "")])
+        flags = (["**unreliable**"] if e["unreliable"] else []) \
+            + [f"attack failure [{''.join(letter[c] for c in e['attack_failure'])}]"] * bool(e["attack_failure"])
+        reported = (f"{float(e['reported']):g} ({paper['table']})" if "reported" in e and paper is not None
+                    else "—")
+        rows.append([_Cell(str(rank), rank), _Cell(f"`{e['model']}`" + (" (outside the plugin)" if is_user_model(e) else "")), cell("clean", e["attacks"]["clean"]),
+                     worst_cell, _Cell(reported, float(e["reported"]) / 100 if "reported" in e else None),
+                     _Cell(", ".join(flags) or "—", len(flags) + e["unreliable"], "bad" if e["unreliable"] else "")]
+                    + [cell(k, e["attacks"].get(k)) for k in keys] + [_Cell(_training(e))])
+    notes = []
+    for cause in causes:
+        hit = [e for e in group if cause in e["attack_failure"]]
+        who = "every row" if len(hit) == len(group) else ", ".join(f"`{e['model']}`" for e in hit)
+        details = "; ".join(f"`{e['model']}`: {i['detail']}" for e in hit for i in e["indicators"]
+                            if i["fired"] and i["name"] == cause)
+        notes.append(f"[{letter[cause]}] attack failure `{cause}` ({who}): {details}")
     return header, rows, notes
 
 
@@ -214,16 +222,19 @@ def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
     return lines
 
 
-_INTRO = ("Accuracies in % with 95 % confidence intervals. Each prediction averages S stochastic forward passes "
-          "(the paper's inference rule) and every image is predicted `passes` times; accuracy = mean over images "
-          "of the fraction of correct predictions. `random` is not an accuracy: the fraction of uniform-noise "
-          "images predicted with max probability < 0.9 (the paper's Rand; higher is better). **Worst case** = "
-          "per-image minimum over clean and every attack inside the threat model (for `adaptive`, also over the "
-          "`paper` protocol's attacks when both ran: marked *all protocols*); unbounded CW/BSA and `random` are "
-          "not part of it. Rows are sorted by worst case (robust accuracy), highest first. In the `paper` "
-          "protocol, *paper X* beside our number is the paper's own number for the same architecture and "
-          "training (its reference protocol: no EOT, 100 images for CW/BSA); *reported* is the paper's PGD "
-          "accuracy. *unreliable*: an attack-failure indicator fired (see the notes).")
+_INTRO = ("Accuracies in % as mean [95 % confidence interval]; n = images (in the header when the whole column "
+          "shares it). Each prediction averages S stochastic forward passes (the paper's inference rule) and every "
+          "image is predicted `passes` times; accuracy = mean over images of the fraction of correct predictions. "
+          "Columns: clean, **worst case** (our strongest attack: per-image minimum over clean and every attack "
+          "inside the threat model; for `adaptive`, also over the `paper` protocol's attacks when both ran: marked "
+          "*all protocols*; unbounded CW/BSA and `random` are not part of it), *paper PGD* (the paper's reported "
+          "PGD accuracy, in %), flags, then every attack. Rows are sorted by worst case, highest first. "
+          "*unreliable* has RobustBench's meaning: our worst case (the upper end of its interval) is below the "
+          "paper's reported number. *attack failure* [letter]: an attack-failure indicator fired, i.e. an attack "
+          "failed and its number does not measure robustness (one note per cause below the table). `random` is "
+          "not an accuracy: the fraction of uniform-noise images predicted with max probability < 0.9 (the "
+          "paper's Rand; higher is better). In the `paper` protocol, *paper X* beside our number is the paper's "
+          "own number (in %) for the same architecture and training.")
 
 
 def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None = None) -> list[tuple[str, list[str],
@@ -252,7 +263,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
                 else:
                     why = "not evaluated yet"
                 body.append([label, f"`{model}`" if model else "—",
-                             *(f"{r['values'][c]} / —" for c in PAPER_COLUMNS), why])
+                             *(f"{paper_percent(r['values'][c])} / —" for c in PAPER_COLUMNS), why])
                 continue
             bad = failed_unbounded_attacks(entry)
             cells = []
@@ -261,7 +272,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
                 res = entry["attacks"].get(key)
                 ours = "—" if res is None else (f"{100 * res['mean']:.1f} (n={res['n_examples']})"
                                                 + (" †" if key in bad else ""))
-                cells.append(f"{r['values'][c]} / {ours}")
+                cells.append(f"{paper_percent(r['values'][c])} / {ours}")
             adaptive = by.get((model, "adaptive"))
             if adaptive is not None:
                 w = _worst(adaptive)
@@ -277,7 +288,7 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
     return out
 
 
-_PAPER_VIEW_NOTE = ("Paper / ours: the paper's number (its reference protocol) and ours under the `paper` protocol "
+_PAPER_VIEW_NOTE = ("Paper / ours, both in %: the paper's number (its reference protocol) and ours under the `paper` protocol "
                     "(the same attacks, exact test-time sampling, true labels), mean accuracy in % over the first n "
                     "test images (Rand: fraction of uniform-noise images with max probability < 0.9). † = the "
                     "unbounded attack left accuracy above 2 %: the attack failed (unreliable), it does not show "
@@ -304,7 +315,12 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
     by cell (``shipped``: the zoo's model names, to tell untrained rows from unevaluated ones)."""
     lines = ["# lwta-plugin leaderboard", "",
              (f"<!-- {GENERATED_MARK} by `{command}` from the JSON entries (lwta_plugin/leaderboard.py). "
-              "Do not edit by hand. -->"), "", _INTRO, ""]
+              "Do not edit by hand. -->"), ""]
+    for dataset in sorted({e["dataset"] for e in entries}):
+        sentences = headline(entries, dataset)
+        if sentences:
+            lines += [" ".join(sentences), ""]
+    lines += [_INTRO, ""]
     if not entries:
         lines += ["No entries yet: run `lwta evaluate` (see `tox -e eval-mnist-smoke`).", ""]
     current = None
@@ -329,7 +345,7 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
                                                                  _protocol_lines(group, keys)] + ["", "</details>",
                                                                                                   ""]
         if notes:
-            lines += [f"{i}. {_md_escape(n)}" for i, n in enumerate(notes, 1)] + [""]
+            lines += [f"- {_md_escape(n)}" for n in notes] + [""]
         users = user_model_lines(group)
         if users:
             lines += ["Models from outside the plugin:", ""] + [f"- {_md_escape(t)}" for t in users] + [""]
@@ -364,7 +380,7 @@ document.querySelectorAll('table.lb th').forEach(function (th) {
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:110em}table{border-collapse:collapse;margin-bottom:1em}"
         "th,td{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{cursor:pointer;background:#f3f3f3}"
-        "td.num{text-align:right;white-space:nowrap}.smoke{color:#a60;font-weight:bold}"
+        "td{white-space:nowrap}td.num{text-align:right}.smoke{color:#a60;font-weight:bold}"
         ".bad{color:#b00;font-weight:bold}details{margin-bottom:1.5em;font-size:13px}")
 
 
@@ -374,8 +390,12 @@ def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta 
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<title>lwta-plugin leaderboard</title>", f"<style>{_CSS}</style></head><body>",
              f"<!-- {GENERATED_MARK} by {esc(command)} (lwta_plugin/leaderboard.py). Do not edit by hand. -->",
-             "<h1>lwta-plugin leaderboard</h1>",
-             f"<p>{esc(_INTRO.replace('`', '').replace('**', '').replace('*', ''))} Click a column header to sort.</p>"]
+             "<h1>lwta-plugin leaderboard</h1>"]
+    for dataset in sorted({e["dataset"] for e in entries}):
+        sentences = headline(entries, dataset)
+        if sentences:
+            parts.append("<p class=\"headline\">" + " ".join(_md_inline_html(t) for t in sentences) + "</p>")
+    parts += [f"<p>{esc(_INTRO.replace('`', '').replace('**', '').replace('*', ''))} Click a column header to sort.</p>"]
     if not entries:
         parts.append("<p>No entries yet: run <code>lwta evaluate</code>.</p>")
     current = None
@@ -411,7 +431,8 @@ def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta 
                      + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in _protocol_lines(group, keys))
                      + "</ul></details>")
         if notes:
-            parts.append("<ol>" + "".join(f"<li>{esc(n.replace('`', ''))}</li>" for n in notes) + "</ol>")
+            parts.append("<ul class=\"notes\">" + "".join(f"<li>{esc(n.replace('`', ''))}</li>" for n in notes)
+                         + "</ul>")
         users = user_model_lines(group)
         if users:
             parts.append("<p>Models from outside the plugin:</p><ul>"
@@ -419,6 +440,49 @@ def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta 
     parts += [("<h2>Notes on the paper's numbers</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in PAPER_NOTES)
                + "</ul>"), f"<script>{_SORT_JS}</script>", "</body></html>", ""]
     return "\n".join(parts)
+
+
+def _md_inline_html(text: str) -> str:
+    """HTML of a sentence with Markdown ``**bold**`` and ``code`` spans (escaped)."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+DATAFRAME_COLUMNS = ("model", "dataset", "threat_model", "protocol", "attack", "kind", "mean", "ci_low", "ci_high",
+                     "n_examples", "eot_samples", "in_worst_case", "reported", "unreliable", "attack_failure",
+                     "training", "path")
+
+
+def to_dataframe(out_dir: str | os.PathLike = "leaderboard"):
+    """The validated entries of ``out_dir`` as a pandas DataFrame for analysis, one row per entry and result:
+    every attack (``attack`` = its key, ``clean`` included), then ``worst case`` (the combined one for an
+    ``adaptive`` entry when it has it). Accuracies are fractions (``mean``, ``ci_low``, ``ci_high``), ``reported``
+    the paper's PGD accuracy as a fraction (NaN without one), ``attack_failure`` the fired indicators' names.
+    Columns: :data:`DATAFRAME_COLUMNS`. Needs pandas (not a dependency of the plugin)."""
+    try:
+        import pandas as pd
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("lwta_plugin.leaderboard.to_dataframe needs pandas (pip install pandas); "
+                                  "without it, lwta_plugin.entries.load_entries gives the same entries as dicts") \
+            from None
+    rows = []
+    for e in load_leaderboard(out_dir):
+        eps = threat_eps(e["dataset"])
+        base = {"model": e["model"], "dataset": e["dataset"], "threat_model": e["threat_model"],
+                "protocol": e["protocol"]["name"],
+                "reported": float(e["reported"]) / 100 if "reported" in e else float("nan"),
+                "unreliable": e["unreliable"], "attack_failure": ", ".join(e["attack_failure"]),
+                "training": _training(e), "path": e["_path"]}
+        for key, r in e["attacks"].items():
+            rows.append({**base, "attack": key, "kind": r["kind"], "mean": r["mean"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "n_examples": r["n_examples"], "eot_samples": r["eot_samples"],
+                         "in_worst_case": in_worst_case(r, eps)})
+        w = _worst(e)
+        rows.append({**base, "attack": "worst case", "kind": "worst_case", "mean": w["mean"], "ci_low": w["ci_low"],
+                     "ci_high": w["ci_high"], "n_examples": w["n_examples"], "eot_samples": 0,
+                     "in_worst_case": False})
+    return pd.DataFrame(rows, columns=list(DATAFRAME_COLUMNS))
 
 
 class NotGeneratedError(ValueError):
@@ -520,6 +584,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--sort", default="robust",
                    help="row order: robust (worst-case robust accuracy, descending; default), clean, model, or an "
                         "attack key such as pgd or eot_pgd (descending)")
+    p.add_argument("--refinalize", action="store_true",
+                   help="first re-derive every entry's derived fields (unreliable, attack_failure, "
+                        "autoattack_rand_acc, external, footnote) with the current rules, from its per-example "
+                        "counts, and rewrite the entries that changed (after a change of those rules)")
     p.set_defaults(func=_leaderboard_command)
     return p
 
@@ -527,6 +595,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _leaderboard_command(args: argparse.Namespace) -> int:
     command = "lwta leaderboard" + (f" --out-dir {args.dir}" if args.dir != "leaderboard" else "") \
         + (f" --sort {args.sort}" if args.sort != "robust" else "")
+    if args.refinalize:
+        for path in refinalize(args.dir):
+            print(f"wrote {path}")
     md, page = write_leaderboard(args.dir, args.sort, command)
     print(f"wrote {md}")
     print(f"wrote {page}")

@@ -7,6 +7,16 @@ AutoAttack and RobustBench can use it as is. The hook only reads its input (grad
 one reduction with one host synchronisation per call (``aminmax``); shape and dtype checks are Python-only.
 Only ``forward`` (``model(x)``) is checked: ``forward_samples`` and ``raw`` are left alone for attack code.
 
+Attack internals: many torchattacks attacks legitimately query the model outside [0, 1] (Nesterov look-ahead
+points, SPSA's finite differences, EAD's slack iterates, SparseFool, randomized smoothing's Gaussian noise), and the
+values of such a query cannot be told apart from a unit mistake (normalised MNIST spans [-0.42, 2.82]; Gaussian
+noise of sd 0.5 around an image spans more). The rule therefore looks at where the images came from, not at the
+query: inside a ``torchattacks`` attack call (an ``Attack.__call__`` frame on the stack), the range check applies
+to the images the user gave the attack (the outermost call's ``inputs``), and the model's query itself is only
+checked for shape, dtype and finite values. A 0-255 or normalised batch handed to an attack is still refused,
+and so is an attack set up with ``set_normalization_used`` (it would feed normalised images to a model that
+shifts its inputs itself).
+
 :func:`check_labels` does the same for class labels where the plugin takes them (e.g.
 :func:`lwta_plugin.cards.measure_clean_accuracy`): a 1-D integer tensor of indices in ``[0, n_classes)``.
 Every error is a ValueError that starts with who refused the input and names the expected form.
@@ -14,6 +24,7 @@ Every error is a ValueError that starts with who refused the input and names the
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,12 +49,12 @@ def _compiling() -> bool:
 
 
 def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None, tol: float = TOLERANCE,
-                 who: str = "model", device: torch.device | None = None) -> None:
+                 who: str = "model", device: torch.device | None = None, value_range: bool = True) -> None:
     """Raise ValueError unless ``x`` is a non-empty float batch ``[B, *shape]`` with finite values in [0, 1].
 
     ``dtype``/``device``: the model's parameter dtype and device (a floating input of another dtype or on another
     device is refused, as the convolution would fail with a less clear message). ``tol`` is the slack allowed
-    outside [0, 1].
+    outside [0, 1]; ``value_range=False`` checks finiteness only (an attack's internal query).
     """
     want = _expected(shape)
     if not isinstance(x, torch.Tensor):
@@ -82,6 +93,8 @@ def check_images(x: Any, shape: Sequence[int], dtype: torch.dtype | None = None,
         raise ValueError(f"{who}: input contains NaN: expected {want}")
     if math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"{who}: input contains Inf: expected {want}")
+    if not value_range:
+        return
     if lo < -tol or hi > 1 + tol:
         hint = ""
         if lo >= -tol and hi > 1.5:
@@ -117,13 +130,45 @@ def check_labels(y: Any, n_classes: int = 10, batch: int | None = None, who: str
                          + (" (labels counted from 1? subtract 1)" if lo >= 1 and hi == n_classes else ""))
 
 
+def torchattacks_call() -> tuple[Any, Any] | None:
+    """``(attack, inputs)`` of the outermost ``torchattacks`` ``Attack.__call__`` on the call stack (the attack
+    and the images the user gave it), or None outside one (or when torchattacks was never imported)."""
+    module = sys.modules.get("torchattacks.attack")
+    attack_cls = getattr(module, "Attack", None)
+    if attack_cls is None:
+        return None
+    code = attack_cls.__call__.__code__
+    frame, outer = sys._getframe(1), None
+    while frame is not None:
+        if frame.f_code is code:
+            outer = frame
+        frame = frame.f_back
+    if outer is None:
+        return None
+    local = outer.f_locals
+    return local.get("self"), local.get("inputs")
+
+
 def _pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
     x = args[0] if args else next(iter(kwargs.values()), None)
     param = next(module.parameters(), None)
     cfg = getattr(module, "config", None)
     who = f"{cfg.name} ({getattr(module, 'zoo_dataset', cfg.dataset)})" if cfg is not None else type(module).__name__
-    check_images(x, module.input_shape, None if param is None else param.dtype,
-                 getattr(module, _TOL, TOLERANCE), who, None if param is None else param.device)
+    dtype, device = (None, None) if param is None else (param.dtype, param.device)
+    tol = getattr(module, _TOL, TOLERANCE)
+    call = torchattacks_call()
+    if call is None:
+        check_images(x, module.input_shape, dtype, tol, who, device)
+        return
+    attack, inputs = call
+    name = f"torchattacks.{type(attack).__name__}"
+    if getattr(attack, "normalization_used", None) is not None:
+        raise ValueError(f"{who}: {name} was set up with set_normalization_used(mean, std), so it feeds normalised "
+                         "images to the model, which takes raw images in [0, 1] and shifts them itself: do not "
+                         "set a normalization on the attack")
+    check_images(x, module.input_shape, dtype, tol, who, device, value_range=False)  # the attack's own query
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == x.dim() and inputs.is_floating_point():
+        check_images(inputs, module.input_shape, None, tol, f"{who}, images given to {name}")
 
 
 def _hook_ids(model: nn.Module) -> list[int]:

@@ -150,14 +150,59 @@ def test_cifar_model_names_its_shape(tmp_path):
 
 
 def test_attack_on_bad_input_fails_cleanly(model):
+    """Inside a torchattacks attack the check applies to the images the attack was given: 0-255 and normalised
+    images are refused whatever the attack does with them first (random start clamps to [0, 1])."""
     torchattacks = pytest.importorskip("torchattacks")
     y = torch.tensor([1, 2])
-    # (torchattacks' random start clamps to [0, 1] before the model sees the images, so only without it does
-    # the model's check see [0, 255] pixels)
-    with pytest.raises(ValueError, match=PREFIX + r"input values span .*divide by 255"):
-        torchattacks.PGD(model, eps=0.3, steps=1, random_start=False)(torch.rand(2, 1, 28, 28) * 255, y)
+    given = PREFIX[:-2] + r", images given to torchattacks\.PGD: input values span "
+    for random_start in (False, True):
+        with pytest.raises(ValueError, match=given + r".*divide by 255"):
+            torchattacks.PGD(model, eps=0.3, steps=1, random_start=random_start)(torch.rand(2, 1, 28, 28) * 255, y)
+    normalised = (torch.rand(2, 1, 28, 28).round() - 0.1307) / 0.3081
+    with pytest.raises(ValueError, match=given + r"\[-0\.42.*normalized with a mean/std"):
+        torchattacks.PGD(model, eps=0.3, steps=1)(normalised, y)
     with pytest.raises(ValueError, match=PREFIX + "wrong channel count"):
         torchattacks.PGD(model, eps=0.3, steps=1)(torch.rand(2, 3, 28, 28), y)
+    atk = torchattacks.PGD(model, eps=0.3, steps=1)
+    atk.set_normalization_used(mean=[0.1307], std=[0.3081])
+    with pytest.raises(ValueError, match=PREFIX + r"torchattacks\.PGD was set up with set_normalization_used"):
+        atk(torch.rand(2, 1, 28, 28), y)
+
+
+def test_attack_internals_may_leave_the_unit_interval(model):
+    """Attacks that query the model outside [0, 1] on purpose run (Nesterov look-ahead, SPSA's finite
+    differences, EAD's slack iterates, SparseFool, randomized smoothing's noise), and the same out-of-range batch
+    is refused outside an attack, NaN queries inside one too."""
+    torchattacks = pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, a: seen.append((float(a[0].min()), float(a[0].max()))))
+    try:
+        for atk in (torchattacks.NIFGSM(model, steps=2), torchattacks.VNIFGSM(model, steps=1, N=2),
+                    torchattacks.SPSA(model, nb_iter=1, nb_sample=4, max_batch_size=8),
+                    torchattacks.EADL1(model, max_iterations=10, binary_search_steps=1),
+                    torchattacks.SparseFool(model, steps=1), torchattacks.PGDRSL2(model, steps=1, noise_batch_size=2)):
+            adv = atk(x, y)
+            assert adv.shape == x.shape and torch.isfinite(adv).all()
+    finally:
+        hook.remove()
+    lo, hi = min(s[0] for s in seen), max(s[1] for s in seen)
+    assert lo < -0.01 and hi > 1.01  # the attacks did query outside [0, 1] (else this test proves nothing)
+    with pytest.raises(ValueError, match=PREFIX + r"input values span .*outside \[0, 1\]"):
+        model(x * (hi - lo) + lo)
+
+    from torchattacks.attack import Attack
+
+    class NaNAttack(Attack):
+        def __init__(self, model):
+            super().__init__("NaNAttack", model)
+
+        def forward(self, images, labels=None):
+            return self.get_logits(images * float("nan"))
+
+    with pytest.raises(ValueError, match=PREFIX + "input contains NaN"):
+        NaNAttack(model)(x, y)
 
 
 # --------------------------------------------------------------------------------------------------------------

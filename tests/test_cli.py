@@ -302,7 +302,7 @@ def test_evaluate_shards_merge_and_leaderboard(capsys, tmp_path, ckpt):
     entry = json.loads(path.read_text())
     table = stdout.splitlines()
     head = table.index(next(line for line in table if line.split() == ["model", "attack", "smoke"]))
-    assert len(table) - head == 1 + len(entry["attacks"]) + 2  # header, one row per attack, worst case, flags
+    assert len(table) - head == 1 + len(entry["attacks"]) + 3  # header, a row per attack, worst case, 2 flags
     pgd = next(line for line in table if line.split()[1:2] == ["pgd"])
     assert f"{100 * entry['attacks']['pgd']['mean']:.1f} [" in pgd and "n=4" in pgd
     assert table[-1].split()[:2] == [NAME, "unreliable"]

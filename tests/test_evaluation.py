@@ -271,11 +271,11 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
     validate_entry(entry)
     # RobustBench model_info fields
     for key in ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
-                "architecture", "eps", "clean_acc", "reported", "unreliable", "external", "footnote"):
+                "architecture", "eps", "clean_acc", "reported", "unreliable", "attack_failure", "external", "footnote"):
         assert key in entry, key
     assert entry["eps"] == "0.3" and entry["number_forward_passes"] == 5 and entry["dataset"] == "mnist"
     assert entry["reported"] == "93.50"  # Table 2, Softmax (U=2): PGD .935
-    assert "autoattack_acc" not in entry  # smoke budgets are no AutoAttack result
+    assert "autoattack_rand_acc" not in entry and "autoattack_acc" not in entry  # smoke budgets: no AutoAttack
     assert "SMOKE TEST" in entry["footnote"]
     # ours
     assert entry["seed"] == 0 and entry["versions"]["plugin"] == __version__
@@ -324,7 +324,8 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
     assert "lwta evaluate --model lwta_ibp_softmax" in entry["command"] and "--protocol smoke" in entry["command"]
     # nothing time-dependent in the entry; the state directory is gone; timing beside it
     assert not (path.parent / f".{path.stem}.partial").exists()
-    timing = json.loads(path.with_suffix(".timing.json").read_text())
+    timing = json.loads((path.parent / "timing" / path.name).read_text())
+    assert [p.name for p in path.parent.glob("*.json")] == [path.name]  # a glob of *.json sees only the entry
     assert set(timing["seconds"]) == set(attacks) | stage_keys
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
 
@@ -427,7 +428,8 @@ def test_silent_success_reaches_the_entry(tmp_path):
         "clean"]
     (silent,) = [i for i in entry["indicators"] if i["name"] == "silent_success"]
     assert silent["fired"] and silent["silent"] == {"pgd": 6} and silent["value"] == 1.0
-    assert entry["unreliable"] and "silent_success (adversarial on the attack path" in entry["footnote"]
+    assert "silent_success" in entry["attack_failure"]
+    assert "silent_success (adversarial on the attack path" in entry["footnote"]
     for path, message in (("000000", "field 'indicators'"), ("11111", "path_adversarial has 5 digits")):
         forged = copy.deepcopy(entry)
         forged["attacks"]["pgd"]["path_adversarial"] = path
@@ -648,7 +650,8 @@ def test_adaptive_combines_with_paper_in_any_order(tmp_path, ckpt):
     assert combined["mean"] <= entry["worst_case"]["mean"]
     assert entry["external"] == f"{100 * combined['mean']:.2f}"
     aa = worst_case({k: entry["attacks"][k] for k in ("clean", "apgd_rand")}, passes=2)
-    assert entry["autoattack_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
+    assert entry["autoattack_rand_acc"] == f"{100 * aa['mean']:.2f}" and "EOT 20" in entry["footnote"]
+    assert "autoattack_acc" not in entry  # RobustBench's: standard AutoAttack, which no protocol runs
     # a combined worst case consistent in itself but not with the entries it combines is refused
     forged = json.loads(entry_file(together, "adaptive").read_text())
     n = combined["n_examples"]

@@ -223,7 +223,7 @@ _FIGURE_TOLERANCE = 1e-9  # stored statistics carry 12 significant digits
 
 
 def _generated_entry() -> dict:
-    """A fresh entry (the current format: recorded attack paths, autoattack_acc,
+    """A fresh entry (the current format: recorded attack paths, autoattack_rand_acc,
     external) of a tiny evaluation with a cheap attack; one attack covers fewer images than the others."""
     import json
     import tempfile
@@ -331,7 +331,7 @@ def _entry_mutation(draw):
     passes = entry["protocol"]["scoring"]["passes"]
     where = draw(st.sampled_from(["attack", "worst_case", "percent"]))
     if where == "percent":
-        key = draw(st.sampled_from([k for k in ("clean_acc", "autoattack_acc", "external", "reported") if k in entry]))
+        key = draw(st.sampled_from([k for k in ("clean_acc", "autoattack_rand_acc", "external", "reported") if k in entry]))
         entry[key] = f"{draw(st.integers(0, 10000)) / 100:.2f}"
         return name, entry
     target = entry["worst_case"] if where == "worst_case" else entry["attacks"][draw(st.sampled_from(sorted(

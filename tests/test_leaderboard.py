@@ -59,8 +59,9 @@ def test_every_committed_leaderboard_file_is_valid():
             validate_entry(entry)
             assert (entry["dataset"], entry["threat_model"]) == rel.parts[:2], path
             assert path.name == f"{entry['model']}__{entry['protocol']['name']}.json", path
-        elif path.name.endswith(".timing.json"):
+        elif rel.parts[-2] == "timing" and len(rel.parts) == 4:  # beside the entries, not among them
             assert "seconds" in json.loads(path.read_text(encoding="utf-8")), path
+            assert (path.parent.parent / path.name).is_file(), f"{path}: timing of no entry"
         elif rel.parts[-2] == "plots":
             assert json.loads(path.read_text(encoding="utf-8"))["format"] == "lwta-plugin/plots-1", path
         else:
@@ -247,6 +248,7 @@ FORGERIES = {
     "attacks/pgd/passes": lambda e: e["attacks"]["pgd"].__setitem__("passes", 3),
     "NaN or infinity": lambda e: e["attacks"]["pgd"].__setitem__("mean", float("nan")),
     "autoattack_acc": lambda e: e.__setitem__("autoattack_acc", "50.00"),
+    "attack_failure": lambda e: e.__setitem__("attack_failure", []),
 }
 
 
@@ -288,9 +290,11 @@ def test_rendered_markdown(board):
     rows = [line for line in paper_section.splitlines() if line.startswith("| ") and "`" in line]
     assert len(rows) == 2
     header = paper_section.split("\n| ")[1]
-    assert "pgd (n=6)" in header and "worst case (n=6)" in header and "paper (reported PGD)" in header
+    cols = [c.strip() for c in header.splitlines()[0].strip("| ").split("|")]
+    assert cols[:6] == ["#", "model", "clean (n=6)", "worst case (n=6)", "paper PGD", "flags"]  # what matters first
+    assert "pgd (n=6)" in cols and cols[-1] == "training"
     ours = next(r for r in rows if "`lwta_ibp_softmax`" in r)
-    assert "paper 93.5" in ours and "paper 99.2" in ours and "93.50 (Table 2, Softmax (U=2))" in ours
+    assert "paper 93.5" in ours and "paper 99.2" in ours and "| 93.5 (Table 2) |" in ours
     relu = next(r for r in rows if "`relu_softmax`" in r)
     assert "paper 8.2" in relu  # Table 4, Softmax Baseline: PGD .082
     worst = {e["model"]: e["worst_case"]["mean"] for e in entries if e["protocol"]["name"] == "paper"}
@@ -310,10 +314,10 @@ def test_paper_tables_cell_by_cell(board):
     relu = next(e for e in entries if e["model"] == "relu_softmax" and e["protocol"]["name"] == "paper")
     pgd = relu["attacks"]["pgd"]
     assert rows["Softmax Baseline"][1] == "`relu_softmax`"
-    assert rows["Softmax Baseline"][3].startswith(f".082 / {100 * pgd['mean']:.1f} (n=6)")
+    assert rows["Softmax Baseline"][3].startswith(f"8.2 / {100 * pgd['mean']:.1f} (n=6)")  # percent / percent
     assert rows["Softmax Baseline"][-1].endswith("deterministic model: PGD-200 is white-box)")
     assert rows["Softmax LWTA & IBP"][-1] == "adaptive protocol not run"
-    assert rows["Softmax LWTA"][-1] == "not evaluated yet" and rows["Softmax LWTA"][2] == ".992 / —"
+    assert rows["Softmax LWTA"][-1] == "not evaluated yet" and rows["Softmax LWTA"][2] == "99.2 / —"
     assert rows["Softmax LWTAmax"][-1].startswith("no shipped checkpoint")
     table2 = {r[0]: r for r in view["Table 2: MNIST, the paper's networks"]}
     assert table2["Madry"][-1].startswith("not an lwta-plugin architecture")
@@ -411,6 +415,51 @@ def test_html_sorting_in_a_headless_browser(board, tmp_path):
         assert table["model"] == ["m_a", "m_b", "m_c"]  # first click: ascending
         assert table["worst_first"] == ["m_c", "m_a", "m_b"]  # another column: ascending again
         assert table["worst_second"] == ["m_b", "m_a", "m_c"]  # same column again: descending
+
+
+# Appended to the committed page: the right edge of the columns that matter (and of the header row's first cells)
+# in every table, measured by the browser at the window width it was given.
+_BOX_SCRIPT = """<script>
+(function () {
+  var want = ['#', 'model', 'clean', 'worst case', 'paper PGD', 'flags'];
+  var out = {width: window.innerWidth, scroll: document.documentElement.scrollWidth, tables: []};
+  document.querySelectorAll('table.lb').forEach(function (table) {
+    var right = {};
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) {
+      var label = h.textContent.replace(/ \\(n=[0-9]+\\)$/, '');
+      if (want.indexOf(label) >= 0) { right[label] = h.getBoundingClientRect().right; }
+    });
+    out.tables.push(right);
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'box-result';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def test_committed_page_shows_what_matters_without_scrolling_sideways(tmp_path):
+    """At 1400 px (a laptop), every table of leaderboard/index.html shows clean, the worst case (our strongest
+    attack), the paper's number and the flags without horizontal scrolling."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    page = (Path(__file__).resolve().parents[1] / "leaderboard" / "index.html").read_text(encoding="utf-8")
+    path = tmp_path / "index.html"
+    path.write_text(page.replace("</body>", _BOX_SCRIPT + "</body>"), encoding="utf-8")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           "--hide-scrollbars", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+           path.as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    found = re.search(r'<pre id="box-result">(.*?)</pre>', out.stdout, re.DOTALL)
+    assert found, f"no result in the page (exit {out.returncode}): {out.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["width"] == 1400 and len(result["tables"]) >= 5
+    assert result["scroll"] > 1400  # the detail columns do scroll: the check below is not vacuous
+    for right in result["tables"]:
+        assert set(right) == {"#", "model", "clean", "worst case", "paper PGD", "flags"}, right
+        assert max(right.values()) <= 1400, right
 
 
 def test_write_leaderboard_and_errors(board, tmp_path):
@@ -517,3 +566,86 @@ def test_footnote_says_deterministic_for_a_deterministic_model():
         entry["footnote"] = ""
         finalize_entry(entry)
         assert entry["footnote"].startswith(first), name
+
+
+def test_to_dataframe_holds_every_result_of_every_entry(board):
+    pd = pytest.importorskip("pandas")
+    from lwta_plugin.leaderboard import DATAFRAME_COLUMNS, to_dataframe
+
+    entries = entries_mod.load_entries(board)
+    df = to_dataframe(board)
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == list(DATAFRAME_COLUMNS)
+    assert len(df) == sum(len(e["attacks"]) + 1 for e in entries)
+    for e in entries:
+        mine = df[(df.model == e["model"]) & (df.protocol == e["protocol"]["name"])].set_index("attack")
+        for key, r in e["attacks"].items():
+            assert mine.loc[key, "mean"] == r["mean"] and mine.loc[key, "n_examples"] == r["n_examples"]
+        worst = e.get("worst_case_all_protocols") or e["worst_case"]
+        assert mine.loc["worst case", "mean"] == worst["mean"]
+        assert bool(mine.loc["clean", "unreliable"]) == e["unreliable"]
+
+
+def test_to_dataframe_without_pandas_says_what_to_do(board, monkeypatch):
+    import sys
+
+    from lwta_plugin.leaderboard import to_dataframe
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ModuleNotFoundError, match=r"needs pandas \(pip install pandas\).*load_entries"):
+        to_dataframe(board)
+
+
+def test_unreliable_means_below_the_papers_number(entry):
+    from lwta_plugin.figures import finalize_entry, is_unreliable
+
+    e = copy.deepcopy(entry)
+    e["reported"] = "93.50"
+    e["worst_case"].update(mean=0.5, ci_low=0.4, ci_high=0.9349)
+    assert is_unreliable(e)
+    e["worst_case"]["ci_high"] = 0.94  # the interval reaches the paper's number: not shown to be lower
+    assert not is_unreliable(e)
+    e["worst_case"]["ci_high"] = 0.5
+    e.pop("reported")
+    assert not is_unreliable(e)  # nothing reported, nothing to contradict
+    e["reported"], e["protocol"]["smoke"] = "93.50", True
+    assert not is_unreliable(e)  # a smoke test is no robustness estimate
+    e["protocol"]["smoke"] = False
+    e["indicators"] = [dict(i, fired=True) for i in e["indicators"]]
+    finalize_entry(e)
+    assert e["unreliable"] and e["attack_failure"] == [i["name"] for i in e["indicators"]]
+
+
+def test_refinalize_rederives_and_refuses_forged_counts(board, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "board"
+    shutil.copytree(board, copy_dir)
+    path = copy_dir / "mnist" / "Linf" / "lwta_ibp_softmax__paper.json"
+    good = path.read_text()
+    old = json.loads(good)
+    old.pop("attack_failure")  # an entry written before the field existed
+    old["unreliable"] = not old["unreliable"]
+    path.write_text(json.dumps(old))
+    assert entries_mod.refinalize(copy_dir) == [path]
+    assert path.read_text() == good and entries_mod.refinalize(copy_dir) == []
+    forged = json.loads(good)
+    forged["attacks"]["pgd"]["mean"] = 0.99
+    path.write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"lwta_ibp_softmax__paper\.json: field 'attacks/pgd/mean'"):
+        entries_mod.refinalize(copy_dir)
+    assert json.loads(path.read_text()) == forged  # nothing written
+
+
+def test_headline_numbers_come_from_the_committed_entries():
+    from lwta_plugin.headline import headline
+
+    entries = entries_mod.load_entries(ROOT / "leaderboard")
+    lines = headline(entries, "mnist")
+    assert len(lines) == 3 and lines[0].startswith("**The paper claims**")
+    literal = [100 * (e.get("worst_case_all_protocols") or e["worst_case"])["mean"] for e in entries
+               if e["protocol"]["name"] == "paper-literal" and e["number_forward_passes"] > 1 and "reported" in e
+               and not e["checkpoint"]["training"].get("fgsm_eps")]
+    assert f"{min(literal):.1f}-{max(literal):.1f} % with the authors' own evaluation" in lines[1]
+    readme = (ROOT / "leaderboard" / "README.md").read_text(encoding="utf-8")
+    assert readme.split("\n\n")[2] == " ".join(lines)  # the first thing after the title and the generated mark
+    assert headline([], "mnist") == []

@@ -45,7 +45,7 @@ uninterrupted, unsharded run on the same software and hardware (floating-point r
 builds, CPU types and thread counts).
 
 Time-dependent data (seconds per attack, dates, threads) never enters the entry; it goes to
-``<model>__<protocol>.timing.json`` beside it. ``lwta evaluate --plots`` also writes
+``timing/<model>__<protocol>.json`` beside it. ``lwta evaluate --plots`` also writes
 :func:`lwta_plugin.plots.make_plots` into ``<dataset>/<threat_model>/plots/``.
 
 Before the first batch runs, every model is resolved and loaded and the data set is read, so an unknown name or

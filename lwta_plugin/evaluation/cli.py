@@ -231,13 +231,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def summary_table(entries: Sequence[dict]) -> str:
     """Plain-text table of finished entries: one row per model and attack, one column per protocol (accuracy % and
-    95 % interval, images used), then the worst case and whether the entry is flagged unreliable."""
+    95 % interval, images used), then the worst case, the attack-failure indicators that fired, and whether the
+    entry is unreliable (RobustBench's meaning: below the paper's reported number)."""
     protos = list(dict.fromkeys(e["protocol"]["name"] for e in entries))
     by = {(e["model"], e["protocol"]["name"]): e for e in entries}
     rows = [["model", "attack", *protos]]
     for model in dict.fromkeys(e["model"] for e in entries):
         keys = list(dict.fromkeys(k for p in protos if (model, p) in by for k in protocol_order(by[(model, p)])))
-        for key in [*keys, "worst case", "unreliable"]:
+        for key in [*keys, "worst case", "attack failure", "unreliable"]:
             rows.append([model, key, *(_cell(by.get((model, p)), key) for p in protos)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -246,7 +247,9 @@ def summary_table(entries: Sequence[dict]) -> str:
 def _cell(entry: dict | None, key: str) -> str:
     if entry is None:
         return ""
+    if key == "attack failure":
+        return ", ".join(entry["attack_failure"]) or "none"
     if key == "unreliable":
-        return ", ".join(i["name"] for i in entry["indicators"] if i["fired"]) or "no"
+        return f"yes (paper {entry['reported']})" if entry["unreliable"] else "no"
     r = entry["worst_case"] if key == "worst case" else entry["attacks"].get(key)
     return "" if r is None else f"{100 * r['mean']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] n={r['n_examples']}"

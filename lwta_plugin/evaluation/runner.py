@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..attacks import build_attack
-from ..entries import entry_path, validate_entry
+from ..entries import entry_path, timing_path, validate_entry
 from ..figures import LINF_TOLERANCE, at_threat_eps, effective_eps, threat_eps
 from ..io import atomic_write_json, directory_lock, dumps_json, run_lock
 from ..models import LWTANet
@@ -88,7 +88,7 @@ class ProtocolRun:
         self.path = entry_path(config.out_dir, config.dataset, config.threat_model, info.name, protocol.name)
         self.state_dir = self.path.parent / f".{self.path.stem}.partial"
         self.lock_path = self.path.parent / f".{self.path.stem}.lock"  # held while a process works on the state
-        self.timing_path = self.path.with_suffix(".timing.json")
+        self.timing_path = timing_path(self.path)
         self.command = config.command(info.name, protocol.name)
         self.threat_eps = threat_eps(config.dataset)
         n_data = max((a.start + a.n_examples for a in protocol.attacks if a.kind != "random_score"), default=0)
