@@ -158,7 +158,8 @@ def finalize_entry(entry: dict) -> None:
     entry["unreliable"] = is_unreliable(entry)
     entry.pop("autoattack_acc", None)
     passes, eps = p["scoring"]["passes"], threat_eps(entry["dataset"])
-    aa = autoattack_of(entry["attacks"], passes, p["smoke"], eps)
+    ordered = {k: entry["attacks"][k] for k in protocol_order(entry)}  # worst-case ties: the protocol's order
+    aa = autoattack_of(ordered, passes, p["smoke"], eps)
     if aa is None:
         entry.pop("autoattack_rand_acc", None)
     else:

@@ -92,7 +92,7 @@ def test_early_exit_stops_attacking_confirmed_images_and_returns_adversarial_poi
     torch.manual_seed(0)
     xa_full = full(x, y)
     rows_full, model.rows = model.rows, 0
-    quick = PGD(model, eps=0.5, alpha=0.05, steps=40, early_exit=3, confirm_samples=1)
+    quick = PGD(model, eps=0.5, alpha=0.05, steps=40).set_early_exit(3, samples=1)
     torch.manual_seed(0)
     xa = quick(x, y)
     assert quick.hparams["early_exit"] == 3 and "early_exit" not in full.hparams
@@ -109,10 +109,11 @@ def test_early_exit_stops_attacking_confirmed_images_and_returns_adversarial_poi
 def test_early_exit_is_refused_where_the_steps_do_not_judge_the_model():
     from lwta_plugin.attacks import build_attack
 
-    with pytest.raises(TypeError, match="early_exit"):
+    with pytest.raises(ValueError, match="transfer does not support early_exit"):
         build_attack("transfer", trained_cnn(), eps=0.3, early_exit=3)
     with pytest.raises(ValueError, match="early_exit must be an integer >= 0"):
-        EOTPGD(trained_cnn(), eps=0.3, early_exit=-1)
+        EOTPGD(trained_cnn(), eps=0.3).set_early_exit(-1)
+    assert build_attack("eot_pgd", trained_cnn(), eps=0.3, early_exit=4).hparams["early_exit"] == 4
 
 
 @pytest.mark.skipif(not apgd_backend_available(), reason="needs pyautoattack or torchattacks")
@@ -123,7 +124,7 @@ def test_apgd_early_exit_runs_dlr_only_on_images_ce_did_not_break():
     APGDRand(model, eps=0.5, steps=10, eot_iter=1)(x, y)
     rows_full, model.rows = model.rows, 0
     torch.manual_seed(0)
-    quick = APGDRand(model, eps=0.5, steps=10, eot_iter=1, early_exit=2, confirm_samples=1)
+    quick = APGDRand(model, eps=0.5, steps=10, eot_iter=1).set_early_exit(2, samples=1)
     quick(x, y)
     assert quick.last_info["exited"] > 0 and model.rows < rows_full
 

@@ -6,6 +6,10 @@ import json
 import shlex
 
 import pytest
+from _tiny_models import apgd_backend_available
+
+needs_apgd = pytest.mark.skipif(not apgd_backend_available(), reason="the adaptive protocol's apgd_rand needs "
+                                "pyautoattack or torchattacks (not in tox -e minimal)")
 import torch
 from torch import nn
 
@@ -162,6 +166,7 @@ def test_protocol_for_a_user_model():
         lwta_plugin.evaluate(Linear(), _x(), torch.zeros(8, dtype=torch.long), "smoke", name="lwta_softmax")
 
 
+@needs_apgd
 def test_evaluate_a_tiny_model_from_python(tmp_path):
     x = _x(12)
     y = Linear()(x).argmax(1).detach()
@@ -219,6 +224,7 @@ def test_examples_are_random_and_accurate():
 
 
 @needs_mnist
+@needs_apgd
 def test_model_factory_runs_the_adaptive_protocol(tmp_path, capsys):
     argv = ["evaluate", "--model-factory", f"{FACTORY}:resize_pad", "--surrogate-factory",
             f"{FACTORY}:resize_pad_surrogate", "--name", "resize_pad_try", "--protocol", "smoke", "--n-examples",
@@ -245,6 +251,7 @@ def test_model_factory_runs_the_adaptive_protocol(tmp_path, capsys):
 
 
 @needs_mnist
+@needs_apgd
 def test_python_api_on_the_noise_defense_without_surrogate(tmp_path):
     x, y = load_tensors("mnist", "test", limit=6)
     entry = lwta_plugin.evaluate(defenses.rse(), x, y, "smoke", name="rse_try", samples=2, out_dir=tmp_path)

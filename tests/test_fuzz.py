@@ -300,7 +300,26 @@ def _oracle(entry: dict) -> None:
     else:
         images = sorted(set().union(*(set(spans[k]) for k in attacked)))
     w = entry["worst_case"]
-    expected = [min(counts[k][i - spans[k].start] for k in inside if i in spans[k]) for i in images]
+    if w.get("method") == "fresh":  # cascade entries: select on the selection draws, score on the fresh ones
+        c = entry["cascade"]
+        res = {k: entry["attacks"][k] for k in inside}
+        res.update({f"cascade/{s['attack']}": dict(s, start=c["start"], n_examples=c["n_examples"])
+                    for s in c["stages"]})
+        images = list(range(c["start"], c["start"] + c["n_examples"]))
+        expected, low = [], []
+        for i in images:
+            options = []
+            for n, k in enumerate(w["attacks"]):
+                r, s0 = res[k], res[k].get("start", 0)
+                if s0 <= i < s0 + r["n_examples"] and r["per_example_correct"][i - s0] != ".":
+                    options.append((int(r["per_example_correct"][i - s0], 36), n, k))
+            best, _, k = min(options)
+            low.append(best)
+            expected.append(int(res[k]["per_example_fresh"][i - res[k].get("start", 0)], 36))
+        assert sorted(w["attacks"]) == sorted(res)
+        assert decode_counts(w["selection"]["per_example_correct"]) == low
+    else:
+        expected = [min(counts[k][i - spans[k].start] for k in inside if i in spans[k]) for i in images]
     assert decode_counts(w["per_example_correct"]) == expected and w["n_examples"] == len(images)
     for k, v in summarize_counts(expected, passes).items():
         assert _close(w[k], v), ("worst_case", k)

@@ -136,7 +136,7 @@ def test_literal_run_records_slices_labels_and_samplers(tmp_path, ckpt):
     assert entry["worst_case"]["start"] == 2 and entry["worst_case"]["n_examples"] == 4
     assert entry["protocol"]["scoring"]["sampling"] == "concrete"
     table = "\n".join(literal_table(load_entries(tmp_path), "mnist"))
-    assert "| `lwta_ibp_softmax` | Table 2, Softmax (U=2) | .992 / " in table and " .935 / " in table
+    assert "| `lwta_ibp_softmax` | Table 2, Softmax (U=2) | 99.2 / " in table and " 93.5 / " in table
     assert "\n".join(ladder_markdown(load_entries(tmp_path), "mnist")).startswith("## The paper's evaluation")
 
 

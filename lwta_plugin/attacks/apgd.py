@@ -45,14 +45,13 @@ class APGDRand(Attack):
     name = "apgd_rand"
     white_box, iterative = True, True
     budget_keys = ("steps", "eot_iter", "n_restarts")
+    supports_early_exit = True
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, steps: int = 100, eot_iter: int = 20,
                  n_restarts: int = 1, losses: tuple[str, ...] | list[str] = APGD_LOSSES, rho: float = 0.75,
-                 eot_reduction: str = "probs", chunk_size: int | None = None, backend: str = "auto",
-                 early_exit: int = 0, confirm_samples: int = 5):
+                 eot_reduction: str = "probs", chunk_size: int | None = None, backend: str = "auto"):
         check_number("eps", eps, 0.0)
-        check_number("early_exit", early_exit, 0, integer=True)
-        check_number("confirm_samples", confirm_samples, 1, integer=True)
+
         check_number("steps", steps, 1, integer=True)
         check_number("eot_iter", eot_iter, 1, integer=True)
         check_number("n_restarts", n_restarts, 1, integer=True)
@@ -67,9 +66,7 @@ class APGDRand(Attack):
                          losses=list(losses), rho=float(rho), eot_reduction=eot_reduction, backend=self.backend)
         self.eps, self.steps, self.eot_iter, self.n_restarts = float(eps), int(steps), int(eot_iter), int(n_restarts)
         self.losses, self.rho, self.eot_reduction, self.chunk_size = losses, float(rho), eot_reduction, chunk_size
-        self.early_exit, self.confirm_samples = int(early_exit), int(confirm_samples)
-        if self.early_exit:  # recorded only when on
-            self.hparams.update(early_exit=self.early_exit, confirm_samples=self.confirm_samples)
+        self.early_exit, self.confirm_samples = 0, 5
 
     def _apgd(self, predict: nn.Module, loss: str, x: torch.Tensor) -> Any:
         if self.backend == "pyautoattack":

@@ -134,6 +134,20 @@ class Attack:
         self.hparams: dict[str, Any] = dict(hparams)
         self.last_info: dict[str, Any] = {}
 
+    supports_early_exit: ClassVar[bool] = False  # set_early_exit() is available (iterative attacks that judge the model)
+
+    def set_early_exit(self, passes: int, samples: int = 5) -> Attack:
+        """Early exit: stop attacking an image once its point is misclassified by all of ``passes`` fresh
+        predictions of ``samples`` draws each (0: off). Recorded in :attr:`hparams` when on. Returns the attack."""
+        if not self.supports_early_exit:
+            raise ValueError(f"{self.name} does not support early_exit")
+        check_number("early_exit", passes, 0, integer=True)
+        check_number("confirm_samples", samples, 1, integer=True)
+        self.early_exit, self.confirm_samples = int(passes), int(samples)
+        if self.early_exit:  # recorded only when on: entries of runs without it keep their hyperparameters
+            self.hparams.update(early_exit=self.early_exit, confirm_samples=self.confirm_samples)
+        return self
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
         return f"{type(self).__name__}({params})"

@@ -20,8 +20,6 @@ class EOTPGDMargin(PGD):
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, eot_samples: int = 20, loss: str = "margin", output: str = "raw",
-                 chunk_size: int | None = None,
-                 early_exit: int = 0, confirm_samples: int = 5):
+                 chunk_size: int | None = None):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, loss=loss,
-                         eot_samples=eot_samples, output=output, chunk_size=chunk_size,
-                         early_exit=early_exit, confirm_samples=confirm_samples)
+                         eot_samples=eot_samples, output=output, chunk_size=chunk_size)

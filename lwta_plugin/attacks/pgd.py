@@ -33,13 +33,13 @@ class PGD(Attack):
     inside the attack's context, e.g. to record a trajectory; it is not a hyperparameter. A callback that draws
     random numbers shifts the attack's later draws; without one the attack is unchanged.
 
-    early_exit: 0 (off) or ``k``: after each step, an image whose point was misclassified by the step's averaged
+    Early exit (:meth:`set_early_exit` ``(k)``, or ``early_exit=k`` to :func:`~lwta_plugin.attacks.build_attack`): after each step, an image whose point was misclassified by the step's averaged
     prediction is checked with ``k`` fresh predictions of ``confirm_samples`` draws each
     (:func:`~lwta_plugin.attacks.base.confirmed_adversarial`); if all are wrong, that point is returned and the
     image costs no more gradients (the batch shrinks as the attack goes; ``on_step`` then sees fewer steps).
     """
 
-    early_exit_ok = True  # False for attacks whose steps do not judge the attacked model (transfer)
+    supports_early_exit = True  # not transfer: its steps judge the surrogate (Transfer sets it False)
 
     name = "pgd"
     white_box, iterative = True, True
@@ -47,13 +47,9 @@ class PGD(Attack):
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 40,
                  random_start: bool = True, loss: str = "ce", eot_samples: int = 1, output: str = "logits",
-                 chunk_size: int | None = None, on_step: Callable[[torch.Tensor], None] | None = None,
-                 early_exit: int = 0, confirm_samples: int = 5):
+                 chunk_size: int | None = None, on_step: Callable[[torch.Tensor], None] | None = None):
         check_number("eps", eps, 0.0)
-        check_number("early_exit", early_exit, 0, integer=True)
-        check_number("confirm_samples", confirm_samples, 1, integer=True)
-        if early_exit and not self.early_exit_ok:
-            raise ValueError(f"{self.name} does not support early_exit (its steps do not judge the attacked model)")
+
         check_number("steps", steps, 1, integer=True)
         alpha = 2.5 * eps / steps if alpha is None else alpha
         check_number("alpha", alpha, 0.0)
@@ -69,9 +65,7 @@ class PGD(Attack):
         self.eps, self.alpha, self.steps, self.random_start = float(eps), float(alpha), int(steps), bool(random_start)
         self.loss, self.eot_samples, self.output, self.chunk_size = loss, int(eot_samples), output, chunk_size
         self.on_step = on_step
-        self.early_exit, self.confirm_samples = int(early_exit), int(confirm_samples)
-        if self.early_exit:  # recorded only when on: entries of runs without it keep their hyperparameters
-            self.hparams.update(early_exit=self.early_exit, confirm_samples=self.confirm_samples)
+        self.early_exit, self.confirm_samples = 0, 5
 
     # hooks for the variants -------------------------------------------------------------------------------------
     def target(self) -> nn.Module:

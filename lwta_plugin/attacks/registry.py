@@ -34,4 +34,8 @@ def build_attack(name: str, model: nn.Module, **params: Any) -> Attack:
     """
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(list_attacks())}")
-    return ATTACKS[name](model, **params)
+    early = {k: params.pop(k) for k in ("early_exit", "confirm_samples") if k in params}
+    attack = ATTACKS[name](model, **params)
+    if early:
+        attack.set_early_exit(early.get("early_exit", 0), early.get("confirm_samples", 5))
+    return attack

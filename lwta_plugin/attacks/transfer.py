@@ -24,7 +24,7 @@ class Transfer(PGD):
     name = "transfer"
     white_box, iterative = False, True  # gradients of the surrogate only
     budget_keys = ("steps",)
-    early_exit_ok = False  # its steps judge the surrogate; the random model is never queried while attacking
+    supports_early_exit = False  # its steps judge the surrogate; the random model is never queried while attacking
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 100,
                  random_start: bool = True, loss: str = "ce", surrogate: str | nn.Module = "expected",
