@@ -44,7 +44,8 @@ def test_the_list_is_torchattacks_own():
     assert set(THREE_CHANNEL_ONLY) <= set(torchattacks.__all__) and FAST <= set(ONE_CHANNEL)
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in ONE_CHANNEL])
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=[pytest.mark.slow, pytest.mark.exhaustive])
+                                  for n in ONE_CHANNEL])
 def test_attack_runs_with_its_defaults(setup, name):
     model, x, y = setup
     torch.manual_seed(0)
