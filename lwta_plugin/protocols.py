@@ -302,8 +302,9 @@ ADAPTIVE_CASCADE = ("clean", "pgd", "transfer", "eot_pgd", "eot_pgd_margin", "bp
 STANDALONE = 200  # the adaptive attacks' standalone results (paired, for the indicators): the first 200 images
 
 
-def _early_exit(attacks: list[AttackSpec]) -> list[AttackSpec]:
-    return [replace(a, params={**a.params, **EARLY_EXIT}) if a.attack in EARLY_EXIT_ATTACKS else a
+def _early_exit(attacks: list[AttackSpec], settings: dict[str, int] = EARLY_EXIT) -> list[AttackSpec]:
+    """``attacks`` with the early-exit ``settings`` in the params of those that support it."""
+    return [replace(a, params={**a.params, **settings}) if a.attack in EARLY_EXIT_ATTACKS else a
             for a in attacks]
 
 
@@ -374,8 +375,7 @@ def _smoke(dataset: str) -> list[AttackSpec]:
         AttackSpec("bpda", "adversarial", "bpda", dict(tiny, eot_samples=2), **small,
                    description=tag + "BPDA (straight-through winner gradients) with EOT"),
     ]
-    return [replace(a, params={**a.params, **SMOKE_EARLY_EXIT}) if a.attack in EARLY_EXIT_ATTACKS else a
-            for a in attacks]
+    return _early_exit(attacks, SMOKE_EARLY_EXIT)
 
 
 _LITERAL_NOTES = (
