@@ -531,6 +531,8 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
         params = {**params, **ov.get("params", {})}
         bs = int(ov.get("batch_size", batch_size or spec.batch_size))
         specs.append(replace(spec, n_examples=n, params=params, batch_size=bs, start=start))
+    if n_examples is not None:
+        specs = _clean_covers_attacked(specs, protocol.attacks)
     scoring = protocol.scoring if passes is None else replace(protocol.scoring, passes=passes)
     if not 1 <= scoring.passes <= MAX_PASSES:
         raise ValueError(f"passes must be between 1 and {MAX_PASSES}, got {scoring.passes}")
@@ -541,6 +543,23 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
             n = min(n, available - chain.start)
         chain = replace(chain, n_examples=n, batch_size=batch_size or chain.batch_size)
     return replace(protocol, attacks=tuple(specs), scoring=scoring, cascade=chain)
+
+
+def _clean_covers_attacked(specs: list[AttackSpec], original: Sequence[AttackSpec]) -> list[AttackSpec]:
+    """Extend a capped clean result over the images the bounded attacks start later on (``paper-literal``'s PGD
+    starts at test image 1000): ``n_examples=20`` caps clean at images 0-19 and PGD at 1000-1019, which share no
+    image, so the worst case had nothing to compare. Clean never grows past its uncapped count."""
+    attacked = [s for s in specs if s.kind == "adversarial" and s.bounded]
+    if not attacked:
+        return specs
+    stop = max(s.start + s.n_examples for s in attacked)
+    full = {s.key: s.n_examples for s in original}
+    out = []
+    for s in specs:
+        if s.kind == "clean" and s.start + s.n_examples < stop:
+            s = replace(s, n_examples=min(full[s.key], stop - s.start))
+        out.append(s)
+    return out
 
 
 def select_attacks(protocol: Protocol, keys: Sequence[str]) -> Protocol:

@@ -167,3 +167,18 @@ def test_test_data_cover_the_slices(ckpt):
     config = EvaluationConfig(NAME, dataset="mnist", protocols="ladder", n_examples=3, checkpoints={NAME: str(ckpt)})
     inputs = load_inputs(config)
     assert len(inputs.data.x) == LITERAL_START + 3
+
+
+def test_small_n_examples_keeps_clean_and_pgd_on_common_images():
+    """``--n-examples 20`` on paper-literal capped clean at images 0-19 and PGD at 1000-1019 (no common image, so
+    the entry could not be built); clean now extends over the attacked images, never past its own count."""
+    from lwta_plugin.protocols import resolve
+
+    p = resolve(get_protocol("paper-literal"), n_examples=20, available=10_000)
+    a = {s.key: s for s in p.attacks}
+    assert (a["pgd"].start, a["pgd"].n_examples) == (LITERAL_START, 20)
+    assert a["clean"].start == 0 and a["clean"].n_examples == LITERAL_START + 20
+    assert a["random"].n_examples == 20
+    full = resolve(get_protocol("paper-literal"), available=10_000)
+    assert {s.key: s.n_examples for s in full.attacks}["clean"] == 10_000
+    assert {s.key: s.n_examples for s in resolve(get_protocol("paper"), n_examples=20).attacks}["clean"] == 20

@@ -15,7 +15,6 @@ from ..entries import FORMAT, validate_entry
 from ..figures import (
     COMBINE_FROM,
     COMBINE_INTO,
-    autoattack_of,
     cascade_summary,
     combined_worst_case,
     finalize_entry,
@@ -138,7 +137,6 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
     dataset = run_config["dataset"]
     # AutoAttack 'rand' = clean + APGD-CE/DLR with EOT; not for smoke runs (tiny budgets, not an estimate)
     eps = threat_eps(dataset)
-    aa = autoattack_of(results, passes, protocol.smoke, eps)
     rows = paper_rows(info.name, dataset, bool(info.training.get("fgsm_eps")))
     entry: dict[str, Any] = {
         "format": FORMAT,
@@ -159,8 +157,6 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
     }
     if rows:
         entry["reported"] = pct(paper_value(rows[0]["values"]["PGD"]))
-    if aa is not None:
-        entry["autoattack_acc"] = pct(aa["mean"])
     entry["indicators"] = compute_indicators(results, protocol)
     finalize_entry(entry)
     return entry
