@@ -55,7 +55,7 @@ Protocols
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -516,10 +516,10 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
     if unknown:
         raise ValueError(f"overrides name attacks {sorted(unknown)} that protocol {protocol.name!r} does not have "
                          f"({[a.key for a in protocol.attacks]})")
-    specs = []
+    specs, own = [], {}
     for spec in protocol.attacks:
         ov = check_override(protocol.name, spec.key, overrides.get(spec.key, {}))
-        n = int(ov.get("n_examples", spec.n_examples))
+        n = own[spec.key] = int(ov.get("n_examples", spec.n_examples))
         if n_examples is not None:
             n = min(n, n_examples)
         start = int(ov.get("start", spec.start))
@@ -532,7 +532,7 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
         bs = int(ov.get("batch_size", batch_size or spec.batch_size))
         specs.append(replace(spec, n_examples=n, params=params, batch_size=bs, start=start))
     if n_examples is not None:
-        specs = _clean_covers_attacked(specs, protocol.attacks)
+        specs = _clean_covers_attacked(specs, own)
     scoring = protocol.scoring if passes is None else replace(protocol.scoring, passes=passes)
     if not 1 <= scoring.passes <= MAX_PASSES:
         raise ValueError(f"passes must be between 1 and {MAX_PASSES}, got {scoring.passes}")
@@ -545,19 +545,19 @@ def resolve(protocol: Protocol, n_examples: int | None = None, available: int | 
     return replace(protocol, attacks=tuple(specs), scoring=scoring, cascade=chain)
 
 
-def _clean_covers_attacked(specs: list[AttackSpec], original: Sequence[AttackSpec]) -> list[AttackSpec]:
+def _clean_covers_attacked(specs: list[AttackSpec], own: Mapping[str, int]) -> list[AttackSpec]:
     """Extend a capped clean result over the images the bounded attacks start later on (``paper-literal``'s PGD
     starts at test image 1000): ``n_examples=20`` caps clean at images 0-19 and PGD at 1000-1019, which share no
-    image, so the worst case had nothing to compare. Clean never grows past its uncapped count."""
+    image, so the worst case had nothing to compare. Clean never grows past ``own``, its count before the cap
+    (the protocol's, or the run's override)."""
     attacked = [s for s in specs if s.kind == "adversarial" and s.bounded]
     if not attacked:
         return specs
     stop = max(s.start + s.n_examples for s in attacked)
-    full = {s.key: s.n_examples for s in original}
     out = []
     for s in specs:
         if s.kind == "clean" and s.start + s.n_examples < stop:
-            s = replace(s, n_examples=min(full[s.key], stop - s.start))
+            s = replace(s, n_examples=min(own[s.key], stop - s.start))
         out.append(s)
     return out
 

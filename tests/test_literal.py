@@ -182,3 +182,6 @@ def test_small_n_examples_keeps_clean_and_pgd_on_common_images():
     full = resolve(get_protocol("paper-literal"), available=10_000)
     assert {s.key: s.n_examples for s in full.attacks}["clean"] == 10_000
     assert {s.key: s.n_examples for s in resolve(get_protocol("paper"), n_examples=20).attacks}["clean"] == 20
+    capped = resolve(get_protocol("paper-literal"), n_examples=20, available=10_000,
+                     overrides={"clean": {"n_examples": 500}})
+    assert {s.key: s.n_examples for s in capped.attacks}["clean"] == 500  # never past the run's own override

@@ -135,7 +135,6 @@ def build_entry(results: dict[str, dict], protocol: Protocol, info: ModelInfo, r
     versions); ``stochastic``: whether the model is random under the protocol's sampling."""
     passes = protocol.scoring.passes
     dataset = run_config["dataset"]
-    # AutoAttack 'rand' = clean + APGD-CE/DLR with EOT; not for smoke runs (tiny budgets, not an estimate)
     eps = threat_eps(dataset)
     rows = paper_rows(info.name, dataset, bool(info.training.get("fgsm_eps")))
     entry: dict[str, Any] = {
