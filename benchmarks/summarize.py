@@ -1,11 +1,16 @@
 """Print a markdown table of the headline ratios in benchmarks/results/*.json (for benchmarks/README.md).
 
+Repeated runs of one command (tags ending in ``-run1``, ``-run2``, ...) are summarised together: the median ratio,
+its min and max, and the range of load averages at the runs' ends, in a second table.
+
 Usage: python benchmarks/summarize.py [--results DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -20,9 +25,12 @@ def _ctx(r: dict) -> str:
     return f"{r['machine']['threads']} thread(s), load {r['machine'].get('loadavg_at_end', ['?'])[0]:.1f}"
 
 
+_RUN = re.compile(r"^(?P<group>.+)-run(?P<i>\d+)$")
+
+
 def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
     out = []
-    for name in sorted(p.stem for p in d.glob("*.json")):
+    for name in sorted(p.stem for p in d.glob("*.json") if not _RUN.match(p.stem)):
         r = _load(d, name)
         base = name.split("-")[0]
         if base == "eot":
@@ -101,6 +109,42 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+def _eot_ratios(r: dict) -> dict[str, float]:
+    """The eot benchmark's ratios of one run, by a readable label."""
+    out = {}
+    for row in r["rows"]:
+        for key in ("ours_vs_ta", "ours_vs_ta_concrete", "ours_vs_ta_reference", "ours_apgd_vs_aa_apgd",
+                    "ours_vs_aa_apgd"):
+            if key in row:
+                out[f"EOT attack {key}, n={row['samples']} (images/s ratio)"] = row[key]
+    for row in r.get("gradient_rows", []):
+        for key in ("grad_ours_vs_grad_loop", "grad_ours_vs_grad_loop_concrete", "grad_ours_vs_grad_loop_reference"):
+            if key in row:
+                out[f"one EOT gradient {key}, n={row['samples']}"] = row[key]
+    return out
+
+
+def repeated_rows(d: Path) -> list[tuple[str, str, str, str, str, str]]:
+    """Per group of repeated runs and ratio: (measurement, median, min-max, runs, load range, command)."""
+    groups: dict[str, list[dict]] = {}
+    for p in sorted(d.glob("*.json")):
+        m = _RUN.match(p.stem)
+        if m:
+            groups.setdefault(m["group"], []).append(json.loads(p.read_text()))
+    out = []
+    for group, runs in sorted(groups.items()):
+        if group.split("-")[0] != "eot":
+            continue
+        per_run = [_eot_ratios(r) for r in runs]
+        loads = [r["machine"].get("loadavg_at_end", [float("nan")])[0] for r in runs]
+        cmd = re.sub(r"-run\d+\b", "-runN", runs[0]["command"])
+        for label in per_run[0]:
+            v = [x[label] for x in per_run if label in x]
+            out.append((label, f"{statistics.median(v):.2f}x", f"{min(v):.2f}-{max(v):.2f}x", str(len(v)),
+                        f"{min(loads):.1f}-{max(loads):.1f}", cmd))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=str(HERE / "results"))
@@ -109,6 +153,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for m, v, goal, ctx, cmd in rows(Path(args.results)):
         print(f"| {m} | {v} | {goal} | {ctx} | `{cmd}` |")
+    rep = repeated_rows(Path(args.results))
+    if rep:
+        print()
+        print("| measurement (repeated runs) | median | min-max | runs | load at end | command |")
+        print("|---|---|---|---|---|---|")
+        for m, med, rng, n, load, cmd in rep:
+            print(f"| {m} | {med} | {rng} | {n} | {load} | `{cmd}` |")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,17 @@ def test_literal_reference_sampler_is_the_same_distribution():
             literal = model.forward_samples(x, 400, output="correlations").mean(0)
     assert layers.lwta.__name__ == "lwta"  # and restored
     assert torch.allclose(ours, literal, atol=0.03), (ours, literal)
+
+
+def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    for i, (ratio, load) in enumerate([(1.0, 0.5), (3.0, 0.9), (2.0, 4.0)], start=1):
+        (tmp_path / f"eot-x-run{i}.json").write_text(json.dumps({
+            "command": f"python benchmarks/bench_eot.py --tag x-run{i}", "machine": {"loadavg_at_end": [load]},
+            "rows": [{"samples": 20, "ours_vs_ta": ratio}]}))
+    assert summarize.rows(tmp_path) == []  # repeated runs are not listed one by one
+    (row,) = summarize.repeated_rows(tmp_path)
+    assert row[1:5] == ("2.00x", "1.00-3.00x", "3", "0.5-4.0")
+    assert row[5] == "python benchmarks/bench_eot.py --tag x-runN"
