@@ -17,7 +17,8 @@ _NO_BOUND = 1e10
 
 
 class CW(Attack):
-    """Untargeted CW-L2 on the decoded logits (cleverhans ``CarliniWagnerL2`` semantics).
+    """CW-L2 on the decoded logits (cleverhans ``CarliniWagnerL2`` semantics), untargeted, or targeted with
+    torchattacks' ``set_mode_targeted_*`` (the loss term ``max(max_{j != t} z_j - z_t + confidence, 0)``).
 
     c: initial constant. lr: Adam learning rate. binary_search_steps: constant updates (with >= 10 the last one
     reuses the upper bound, as cleverhans). steps: Adam steps per search step. confidence: required logit margin.
@@ -29,6 +30,7 @@ class CW(Attack):
     bounded = False
     white_box, iterative = True, True
     budget_keys = ("binary_search_steps", "steps", "eot_samples")
+    supports_targeted = True
 
     def __init__(self, model: nn.Module, *, c: float = 1e-2, lr: float = 5e-3, binary_search_steps: int = 5,
                  steps: int = 1000, confidence: float = 0.0, abort_early: bool = True, eot_samples: int = 1,
@@ -80,15 +82,18 @@ class CW(Attack):
                     real = z.gather(1, y[:, None])[:, 0]
                     other = z.masked_fill(onehot, float("-inf")).amax(1)
                     l2 = (x_new - x_ref).pow(2).flatten(1).sum(1)
-                    loss = l2 + const * (real - other + self.confidence).clamp(min=0)
+                    gap = other - real if self.targeted else real - other
+                    loss = l2 + const * (gap + self.confidence).clamp(min=0)
                 with torch.no_grad():
                     if self.abort_early and it % check_every == 0:
                         active &= ~(loss > prev * _ABORT_RATIO)
                         prev = torch.where(active, loss, prev)
                         if not active.any():
                             break
-                    pred = (z + self.confidence * onehot).argmax(1)
-                    success = (pred != y) & active
+                    if self.targeted:
+                        success = ((z - self.confidence * onehot).argmax(1) == y) & active
+                    else:
+                        success = ((z + self.confidence * onehot).argmax(1) != y) & active
                     success_here |= success
                     better = success & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)

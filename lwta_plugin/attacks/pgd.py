@@ -40,6 +40,7 @@ class PGD(Attack):
     """
 
     supports_early_exit = True  # not transfer: its steps judge the surrogate (Transfer sets it False)
+    supports_targeted = True  # targeted: descends the loss of the target labels (set_mode_targeted_*)
 
     name = "pgd"
     white_box, iterative = True, True
@@ -82,7 +83,8 @@ class PGD(Attack):
         x_adv = x.clone()
         if self.random_start:
             x_adv = project_linf(x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps)
-        best = BestIterate(x, y)
+        best = BestIterate(x, y, self.targeted)
+        sign = -1.0 if self.targeted else 1.0  # targeted: y are the targets, and their loss is minimised
         active = torch.arange(x.shape[0], device=x.device)  # images still attacked (early exit removes some)
         trace = []
         for _ in range(self.steps):
@@ -95,9 +97,9 @@ class PGD(Attack):
                 g = eot_gradient(model, xa, ya, self.loss, self.eot_samples, self.chunk_size, self.output)
             best.update(xa, g.log_probs, active)
             step_loss = torch.full((x.shape[0],), float("nan"), dtype=g.loss.dtype, device=g.loss.device)
-            step_loss[active] = g.loss
+            step_loss[active] = sign * g.loss  # the objective the attack ascends
             trace.append(step_loss)
-            x_adv[active] = project_linf(xa + self.alpha * g.grad.sign(), x[active], self.eps)
+            x_adv[active] = project_linf(xa + self.alpha * (sign * g.grad).sign(), x[active], self.eps)
             if self.early_exit:
                 active = self._exit(best, active, xa, ya, g.log_probs)
         if active.numel():
@@ -116,11 +118,13 @@ class PGD(Attack):
               log_probs: torch.Tensor) -> torch.Tensor:
         """Early exit: the active images whose point ``xa`` is confirmed adversarial on the attacked model get that
         point as their result and leave; returns the images still attacked."""
-        cand = (log_probs.argmax(1) != ya).nonzero().squeeze(1)
+        pred = log_probs.argmax(1)
+        cand = (pred == ya if self.targeted else pred != ya).nonzero().squeeze(1)
         if cand.numel() == 0:
             return active
         done = torch.zeros(active.numel(), dtype=torch.bool, device=active.device)
-        done[cand] = confirmed_adversarial(self.model, xa[cand], ya[cand], self.early_exit, self.confirm_samples)
+        done[cand] = confirmed_adversarial(self.model, xa[cand], ya[cand], self.early_exit, self.confirm_samples,
+                                           self.targeted)
         rows = active[done]
         best.x[rows] = xa[done].detach()
         best.margin[rows] = torch.clamp(best.margin[rows], min=torch.finfo(best.margin.dtype).tiny)

@@ -45,6 +45,7 @@ class TorchattacksPGD(Attack):
     name = "torchattacks_pgd"
     white_box, iterative = True, True
     budget_keys = ("steps", "eot_samples")
+    supports_targeted = True  # torchattacks.PGD's targeted mode, on the target labels
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, alpha: float | None = None, steps: int = 40,
                  random_start: bool = True, best_iterate: bool = False, eot_samples: int = 1):
@@ -63,10 +64,12 @@ class TorchattacksPGD(Attack):
             raise ImportError("torchattacks_pgd needs torchattacks: pip install 'lwta-plugin[attacks]'") from None
         hp = self.hparams
         target = self.model if hp["eot_samples"] == 1 else EOT(self.model, hp["eot_samples"], reduction="probs")
-        best = BestIterate(x, y)
+        best = BestIterate(x, y, self.targeted)
         attacked = _PathRecorder(target, best) if hp["best_iterate"] else target
         attack = torchattacks.PGD(attacked, eps=hp["eps"], alpha=hp["alpha"], steps=hp["steps"],
                                   random_start=hp["random_start"])
+        if self.targeted:
+            attack.set_mode_targeted_by_label(quiet=True)  # y holds the targets already
         x_last = attack(x, y)
         if not hp["best_iterate"]:
             return x_last
