@@ -234,7 +234,25 @@ class _EnsembleBody(nn.Module):
         return torch.cat(bits, 1)
 
 
-class LWTANet(nn.Module):
+class InferenceSamples:
+    """The ``samples`` setting of a random model's prediction (the number of passes it averages, >= 1); shared by
+    :class:`LWTANet` and the evaluator's wrapper of a user's model."""
+
+    _samples: int
+
+    @property
+    def samples(self) -> int:
+        """Passes averaged by one prediction."""
+        return self._samples
+
+    @samples.setter
+    def samples(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"samples must be >= 1, got {value}")
+        self._samples = int(value)
+
+
+class LWTANet(InferenceSamples, nn.Module):
     """A network of the paper: body (raw per-bit outputs) + ECOC decoder.
 
     Inputs are images in [0, 1]; they are shifted to [-0.5, 0.5] as in the reference code. ``samples`` is the
@@ -261,16 +279,6 @@ class LWTANet(nn.Module):
     @property
     def n_classes(self) -> int:
         return self.code.n_classes
-
-    @property
-    def samples(self) -> int:
-        return self._samples
-
-    @samples.setter
-    def samples(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError(f"samples must be >= 1, got {value}")
-        self._samples = int(value)
 
     @property
     def output(self) -> str:

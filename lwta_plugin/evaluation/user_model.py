@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..eot import reduce_samples
+from ..models import InferenceSamples
 
 DETERMINISTIC, PER_ROW, PER_PASS = "deterministic", "per-row", "per-pass"
 PROBE_ROWS = 8  # images a measurement passes
@@ -68,7 +69,7 @@ def measure_randomness(model: nn.Module, x: torch.Tensor, rows: int = PROBE_ROWS
     return DETERMINISTIC
 
 
-class UserModel(nn.Module):
+class UserModel(InferenceSamples, nn.Module):
     """``model`` (images in [0, 1] -> logits) behind the runner's model interface (module docstring).
 
     ``draws``: :data:`PER_ROW`, :data:`PER_PASS` or :data:`DETERMINISTIC` (see :func:`measure_randomness`);
@@ -82,16 +83,6 @@ class UserModel(nn.Module):
         self.model, self.surrogate, self.draws, self.n_classes = model, surrogate, draws, int(n_classes)
         self.samples = samples
         self._straight_through = False
-
-    @property
-    def samples(self) -> int:
-        return self._samples
-
-    @samples.setter
-    def samples(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError(f"samples must be >= 1, got {value}")
-        self._samples = int(value)
 
     @property
     def stochastic(self) -> bool:
