@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -348,6 +349,15 @@ def test_rendered_html(board):
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
+
+def _need_browser(why: str) -> None:
+    """Skip without a browser; fail instead where one is required (CI sets LWTA_REQUIRE_BROWSER=1)."""
+    if CHROMIUM is None:
+        message = f"chromium is not installed (Debian: apt-get install chromium): it {why}"
+        if os.environ.get("LWTA_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + "; LWTA_REQUIRE_BROWSER=1 requires it")
+        pytest.skip(message)
+
 # Appended to a copy of the page, after its own script: in every table, click the model header, then the worst-case
 # header twice, record the model column after each click and any uncaught error, and write it all into the DOM.
 _CLICK_SCRIPT = """<script>
@@ -395,9 +405,7 @@ def _three_tables(board: Path) -> list[dict]:
 def test_html_sorting_in_a_headless_browser(board, tmp_path):
     """Clicking a header sorts its own table, in every table of the page (column indices used to count the
     headers of all tables, so any table but the first threw a TypeError)."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium): it runs the page's sort "
-                    "script")
+    _need_browser("runs the page's sort script")
     page = render_html(_three_tables(board))
     assert page.count("<table class=\"lb\">") == 3
     path = tmp_path / "index.html"
@@ -443,8 +451,7 @@ _BOX_SCRIPT = """<script>
 def test_committed_page_shows_what_matters_without_scrolling_sideways(tmp_path):
     """At 1400 px (a laptop), every table of leaderboard/index.html shows clean, the worst case (our strongest
     attack), the paper's number and the flags without horizontal scrolling."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    _need_browser("measures the page's columns at 1400 px")
     page = (Path(__file__).resolve().parents[1] / "leaderboard" / "index.html").read_text(encoding="utf-8")
     path = tmp_path / "index.html"
     path.write_text(page.replace("</body>", _BOX_SCRIPT + "</body>"), encoding="utf-8")
