@@ -5,16 +5,24 @@ called by ``lwta evaluate --plots`` or ``lwta plots``; the default ``<out-dir>``
 
 ``<name>__acc_vs_eps.png``
     Accuracy under L-inf PGD as eps grows (0 = clean). A robust-looking curve that does not reach 0 at large eps
-    is a classic sign of gradient masking.
+    is a classic sign of gradient masking. The eps grid is refined where the curve falls steeply, so the range
+    where it moves has points.
 ``<name>__acc_vs_eot.png``
     Accuracy under PGD at the data set's eps as the number of EOT samples per gradient grows: if accuracy keeps
     falling, the one-sample attack was weakened by the model's randomness.
+
+Both curves carry 95 % confidence bands (:func:`lwta_plugin.statistics.confidence_interval` over the images and
+the model's randomness) and, where a ReLU network with the same output code is given (``baseline``; ``lwta plots``
+picks the shipped ``relu_<code>``), its curves on the same images, dashed.
 ``<name>__winners.png``
     The paper's Fig. 2: mean winning probability of each unit of an intermediate LWTA layer, per input class,
     for benign and PGD inputs (black = high). For conv layers the probability is averaged over positions.
 ``<name>__logits_pgd.png``
     The paper's Fig. 3: the raw output logits (codeword correlations ``raw @ M.T``; for the Softmax code the
     pre-softmax logits) of one test image, one stochastic pass per step, as PGD runs.
+
+Layers are named for a person ("dense LWTA layer 2 of 2, 64 units in blocks of U = 2"), with the module path
+in brackets.
 ``<name>__plots.json``
     Every plotted number and setting (seed, images, steps), so a plot can be checked or redrawn.
 
@@ -32,8 +40,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +58,7 @@ from .evaluation.loading import load_model_for_evaluation, load_test_data, pair_
 from .io import atomic_write, atomic_write_json
 from .layers import StochasticConv2d, StochasticLinear
 from .protocols import EPS
-from .statistics import correct_counts, seed_everything, stable_seed
+from .statistics import correct_counts, seed_everything, stable_seed, summarize_counts
 
 PLOTS_FORMAT = "lwta-plugin/plots-1"
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -64,6 +74,7 @@ class PlotSettings:
 
     n_images: int = 32
     steps: int = 10
+    refine: int = 3  # extra eps points, each halving the interval where accuracy falls most (>= 15 points)
     passes: int = 4
     eps_fractions: tuple[float, ...] = EPS_FRACTIONS
     eot_values: tuple[int, ...] = EOT_VALUES
@@ -72,6 +83,8 @@ class PlotSettings:
     max_units: int = 32
 
     def __post_init__(self) -> None:
+        if self.refine < 0:
+            raise ValueError(f"refine must be >= 0, got {self.refine}")
         for name in ("n_images", "steps", "passes", "trajectory_steps", "winner_samples", "max_units"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,38 +131,90 @@ def raw_logits_recorder(model: torch.nn.Module, store: list[torch.Tensor]) -> Ca
     return record
 
 
+Point = dict[str, float]  # {"mean", "ci_low", "ci_high"}: accuracy and its 95 % interval
+
+
+def accuracy_point(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int) -> Point:
+    """Accuracy over images and ``passes`` predictions per image (each averaging ``model.samples`` passes), with
+    its 95 % interval."""
+    return summarize_counts(correct_counts(model, x, y, passes, model.samples), passes)
+
+
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int) -> float:
     """Mean over images and ``passes`` predictions (each averaging ``model.samples`` passes) of correctness."""
-    counts = correct_counts(model, x, y, passes, model.samples)
-    return sum(counts) / (passes * len(counts))
+    return accuracy_point(model, x, y, passes)["mean"]
+
+
+def refine_eps(eps_values: Sequence[float], points: Sequence[Point], extra: int, min_drop: float = 0.15,
+               min_width: float = 1e-3) -> float | None:
+    """The next eps to measure: the midpoint of the interval where accuracy falls most (by at least
+    ``min_drop``, interval wider than ``min_width``); None when there is none or ``extra`` is 0."""
+    if extra <= 0:
+        return None
+    order = sorted(range(len(eps_values)), key=lambda i: eps_values[i])
+    best, where = min_drop, None
+    for a, b in itertools.pairwise(order):
+        drop = points[a]["mean"] - points[b]["mean"]
+        if drop >= best and eps_values[b] - eps_values[a] > min_width:
+            best, where = drop, round((eps_values[a] + eps_values[b]) / 2, 6)
+    return where
 
 
 def accuracy_vs_eps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
-                    steps: int, passes: int, progress: bool = False) -> list[float]:
-    """Accuracy under PGD (``steps`` steps, no EOT) for each eps (0: clean)."""
-    out = []
-    bar = _bar(len(eps_values), "acc vs eps", progress)
+                    steps: int, passes: int, progress: bool = False, refine: int = 0) -> tuple[list[float],
+                                                                                                list[Point]]:
+    """Accuracy under PGD (``steps`` steps, no EOT) for each eps (0: clean), then for up to ``refine`` eps
+    inserted where the curve falls most (:func:`refine_eps`). Returns the sorted eps values and their points."""
+    eps_values, out = list(eps_values), []
+    bar = _bar(len(eps_values) + refine, "acc vs eps", progress)
     for eps in eps_values:
-        out.append(accuracy(model, pgd(model, x, y, eps, steps), y, passes))
+        out.append(accuracy_point(model, pgd(model, x, y, eps, steps), y, passes))
+        if bar is not None:
+            bar.update()
+    for k in range(refine):
+        eps = refine_eps(eps_values, out, refine - k)
+        if eps is None or eps in eps_values:
+            break
+        eps_values.append(eps)
+        out.append(accuracy_point(model, pgd(model, x, y, eps, steps), y, passes))
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    return out
+    order = sorted(range(len(eps_values)), key=lambda i: eps_values[i])
+    return [eps_values[i] for i in order], [out[i] for i in order]
 
 
 def accuracy_vs_eot(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                    eot_values: Sequence[int], steps: int, passes: int, progress: bool = False) -> list[float]:
+                    eot_values: Sequence[int], steps: int, passes: int, progress: bool = False) -> list[Point]:
     """Accuracy under PGD at ``eps`` for each number of EOT samples per gradient."""
     out = []
     bar = _bar(len(eot_values), "acc vs EOT", progress)
     for eot in eot_values:
-        out.append(accuracy(model, pgd(model, x, y, eps, steps, eot=eot), y, passes))
+        out.append(accuracy_point(model, pgd(model, x, y, eps, steps, eot=eot), y, passes))
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
     return out
+
+
+def _curve(xs: Sequence[float], points: Sequence[Point], key: str) -> dict[str, list[float]]:
+    return {key: list(xs), "accuracy": [p["mean"] for p in points], "ci_low": [p["ci_low"] for p in points],
+            "ci_high": [p["ci_high"] for p in points]}
+
+
+def relu_baseline_name(model: torch.nn.Module, dataset: str) -> str | None:
+    """The shipped ReLU network with ``model``'s output code (``relu_<code>``), or None (a ReLU model itself,
+    no code, or no such shipped model)."""
+    config = getattr(model, "config", None)
+    code, activation = getattr(config, "code", None), getattr(config, "activation", None)
+    if code is None or activation == "relu":
+        return None
+    from .zoo import available_models
+
+    name = f"relu_{code}"
+    return name if any(m["name"] == name for m in available_models(dataset)) else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,6 +235,27 @@ def pick_layer(model) -> tuple[str, Any] | None:
         return None
     dense = [(n, m) for n, m in layers if isinstance(m, StochasticLinear) and m.out_features >= 8]
     return dense[-1] if dense else layers[len(layers) // 2]
+
+
+def describe_layer(model, name: str) -> str:
+    """A person's name for the competitive layer ``name`` of ``model``: its kind and position among the layers of
+    that kind in its network (or output head), its width and U, and the module path."""
+    layers = lwta_layers(model)
+    layer = dict(layers)[name]
+    kind = "conv" if isinstance(layer, StochasticConv2d) else "dense"
+    parent = name.rsplit(".", 1)[0]
+    siblings = [n for n, m in layers if n.rsplit(".", 1)[0] == parent
+                and isinstance(m, StochasticConv2d) == (kind == "conv")]
+    where = ""
+    if ".heads." in name:  # the ensemble networks: one small network per output bit
+        head_of = [n.split(".heads.", 1)[1].split(".")[:2] for n, _ in layers if ".heads." in n]
+        heads = list(dict.fromkeys(tuple(h) for h in head_of))
+        where = f" of output head {heads.index(tuple(name.split('.heads.', 1)[1].split('.')[:2])) + 1} of {len(heads)}"
+    width = layer.out_channels if kind == "conv" else layer.out_features
+    unit = "channels" if kind == "conv" else "units"
+    competition = "LWTA" if layer.activation == "lwta" else "LWTA-max"
+    return (f"{kind} {competition} layer {siblings.index(name) + 1} of {len(siblings)}{where}, {width} {unit} in "
+            f"blocks of U = {layer.U} ({name})")
 
 
 @contextlib.contextmanager
@@ -239,14 +325,22 @@ def save_figure(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str, title: str,
-               log_x: bool = False, mark_x: float | None = None) -> Path:
-    fig = new_figure(5, 3.6)
+def _line_plot(path: Path, xs: Sequence[float], curve: dict[str, list[float]], xlabel: str, title: str,
+               log_x: bool = False, mark_x: float | None = None, label: str = "model",
+               baseline: tuple[str, Sequence[float], dict[str, list[float]]] | None = None) -> Path:
+    """Accuracy (%) against ``xs`` with its 95 % band; ``baseline``: (name, xs, curve) drawn dashed in gray."""
+    fig = new_figure(5.4, 3.8)
     ax = fig.add_subplot()
-    ax.plot(xs, [100 * v for v in ys], marker="o")
+    series = [(label, xs, curve, "tab:blue", "-")]
+    if baseline is not None:
+        series.append((baseline[0], baseline[1], baseline[2], "dimgray", "--"))
+    for name, x_values, c, color, ls in series:
+        ax.fill_between(x_values, [100 * v for v in c["ci_low"]], [100 * v for v in c["ci_high"]], color=color,
+                        alpha=0.15, lw=0)
+        ax.plot(x_values, [100 * v for v in c["accuracy"]], marker="o", ms=3.5, color=color, ls=ls,
+                label=f"{name} (95 % interval shaded)")
     if mark_x is not None:
-        ax.axvline(mark_x, color="tab:red", ls="--", lw=0.8, label=f"threat model eps = {mark_x:g}")
-        ax.legend(fontsize=7)
+        ax.axvline(mark_x, color="tab:red", ls=":", lw=0.9, label=f"threat model eps = {mark_x:g}")
     if log_x:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(xs), [str(v) for v in xs])
@@ -254,11 +348,13 @@ def _line_plot(path: Path, xs: Sequence[float], ys: Sequence[float], xlabel: str
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, layer: str, title: str) -> Path:
+def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, layer: str, title: str,
+                  unit: str = "unit") -> Path:
     import matplotlib  # optional, see new_figure
 
     units = benign.shape[1]
@@ -269,13 +365,13 @@ def _winners_plot(path: Path, benign: torch.Tensor, adv: torch.Tensor, U: int, l
     for ax, data, what in zip(axes, (benign, adv), ("benign", "PGD")):
         im = ax.imshow(data.numpy(), cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.set_title(f"{what}", fontsize=9)
-        ax.set_xlabel(f"unit (blocks of U={U})")
+        ax.set_xlabel(f"{unit} (blocks of U = {U})")
         for b in range(1, units // U):
             ax.axvline(b * U - 0.5, color="tab:red", lw=0.3, alpha=0.5)
     axes[0].set_ylabel("input class")
     axes[0].set_yticks(range(benign.shape[0]))
     fig.colorbar(im, ax=list(axes), fraction=0.03, label="mean winning probability")
-    fig.suptitle(f"{title}\nlayer {layer}", fontsize=9)
+    fig.suptitle(f"{title}\n{layer}", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -301,39 +397,61 @@ def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> 
 
 def make_plots(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: str,
                out_dir: str | os.PathLike, name: str, seed: int = 0, settings: PlotSettings | None = None,
-               progress: bool = True) -> list[Path]:
+               progress: bool = True, baseline: tuple[str, torch.nn.Module] | None = None,
+               command: str | None = None) -> list[Path]:
     """Write the diagnostic plots of ``model`` (see the module docstring) for the first ``settings.n_images`` of
-    ``(x, y)`` into ``out_dir``; returns the written paths (PNG files, then the JSON data file)."""
+    ``(x, y)`` into ``out_dir``; returns the written paths (PNG files, then the JSON data file).
+
+    ``baseline``: ``(name, model)`` of a reference network (the ReLU one with the same code), whose accuracy
+    curves are computed on the same images with the same settings and seeds and overlaid. ``command``: the
+    command line that made the plots, recorded in the data file."""
     s = settings or PlotSettings()
     out = Path(out_dir)
     x, y = x[:s.n_images].detach(), y[:s.n_images].detach()
     eps = _eps(dataset)
-    was_training = model.training
-    model.eval()
+    models = [model] + ([baseline[1]] if baseline is not None else [])
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     paths: list[Path] = []
     data: dict[str, Any] = {"format": PLOTS_FORMAT, "model": name, "dataset": dataset, "seed": seed,
                             "n_images": len(x), "steps": s.steps, "passes": s.passes, "samples": model.samples,
-                            "eps": eps}
+                            "eps": eps, "interval": "95 % (statistics.confidence_interval)"}
+    if command is not None:
+        data["command"] = command
     label = f"{name}, {dataset}\n{len(x)} images, PGD {s.steps} steps, {s.passes} predictions/image"
 
     def seed_part(part: str) -> None:
         seed_everything(stable_seed(seed, name, dataset, "plots", part))
 
     try:
-        with model.using(output="logits"):
+        with contextlib.ExitStack() as stack:
+            for m in models:
+                stack.enter_context(m.using(output="logits"))
             seed_part("eps")
-            eps_values = [round(f * eps, 6) for f in s.eps_fractions]
-            acc_eps = accuracy_vs_eps(model, x, y, eps_values, s.steps, s.passes, progress)
-            data["acc_vs_eps"] = {"eps": eps_values, "accuracy": acc_eps}
-            paths.append(_line_plot(out / f"{name}__acc_vs_eps.png", eps_values, acc_eps, "eps (L-inf)",
-                                    f"accuracy vs eps: {label}", mark_x=eps))
-
+            grid = [round(f * eps, 6) for f in s.eps_fractions]
+            eps_values, acc_eps = accuracy_vs_eps(model, x, y, grid, s.steps, s.passes, progress, s.refine)
+            data["acc_vs_eps"] = _curve(eps_values, acc_eps, "eps")
             seed_part("eot")
-            acc_eot = accuracy_vs_eot(model, x, y, eps, s.eot_values, s.steps, s.passes, progress)
-            data["acc_vs_eot"] = {"eps": eps, "eot": list(s.eot_values), "accuracy": acc_eot}
-            paths.append(_line_plot(out / f"{name}__acc_vs_eot.png", list(s.eot_values), acc_eot,
+            data["acc_vs_eot"] = _curve(s.eot_values, accuracy_vs_eot(model, x, y, eps, s.eot_values, s.steps,
+                                                                      s.passes, progress), "eot")
+            base_eps = base_eot = None
+            if baseline is not None:
+                bname, bmodel = baseline
+                seed_part("baseline-eps")  # the baseline's curves on the model's eps values (no own refinement)
+                _, b_eps = accuracy_vs_eps(bmodel, x, y, eps_values, s.steps, s.passes, progress)
+                seed_part("baseline-eot")
+                b_eot = accuracy_vs_eot(bmodel, x, y, eps, s.eot_values, s.steps, s.passes, progress)
+                data["baseline"] = {"model": bname, "samples": getattr(bmodel, "samples", 1),
+                                    "acc_vs_eps": _curve(eps_values, b_eps, "eps"),
+                                    "acc_vs_eot": _curve(s.eot_values, b_eot, "eot")}
+                base_eps = (bname, eps_values, data["baseline"]["acc_vs_eps"])
+                base_eot = (bname, list(s.eot_values), data["baseline"]["acc_vs_eot"])
+            paths.append(_line_plot(out / f"{name}__acc_vs_eps.png", eps_values, data["acc_vs_eps"], "eps (L-inf)",
+                                    f"accuracy vs eps: {label}", mark_x=eps, label=name, baseline=base_eps))
+            paths.append(_line_plot(out / f"{name}__acc_vs_eot.png", list(s.eot_values), data["acc_vs_eot"],
                                     "EOT samples per gradient", f"accuracy vs EOT (eps={eps:g}): {label}",
-                                    log_x=True))
+                                    log_x=True, label=name, baseline=base_eot))
 
             seed_part("winners")
             data["winners"] = _winners_part(model, x, y, eps, s, out / f"{name}__winners.png", name, paths)
@@ -342,7 +460,8 @@ def make_plots(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dataset
             data["logits_pgd"] = _trajectory_part(model, x, y, eps, s.trajectory_steps,
                                                   out / f"{name}__logits_pgd.png", name, paths)
     finally:
-        model.train(was_training)
+        for m, was in zip(models, was_training):
+            m.train(was)
     paths.append(atomic_write_json(out / f"{name}__plots.json", data))
     return paths
 
@@ -358,9 +477,11 @@ def _winners_part(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     benign = winner_probabilities(model, x, y, layer, s.winner_samples, model.n_classes)
     adv = winner_probabilities(model, x_adv, y, layer, s.winner_samples, model.n_classes)
     units = min(benign.shape[1], max(s.max_units - s.max_units % layer.U, layer.U))
-    paths.append(_winners_plot(path, benign[:, :units], adv[:, :units], layer.U, layer_name,
-                               f"winning probabilities per class, {name}"))
-    return {"layer": layer_name, "U": layer.U, "activation": layer.activation, "units_shown": units,
+    described = describe_layer(model, layer_name)
+    paths.append(_winners_plot(path, benign[:, :units], adv[:, :units], layer.U, described,
+                               f"winning probabilities per class, {name}",
+                               "channel" if isinstance(layer, StochasticConv2d) else "unit"))
+    return {"layer": layer_name, "layer_description": described, "U": layer.U, "activation": layer.activation, "units_shown": units,
             "samples": s.winner_samples, "benign": _nested(benign), "pgd": _nested(adv)}
 
 
@@ -396,7 +517,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--n-images", type=int, default=32, help="test images (default 32)")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--passes", type=int, default=4, help="predictions per image (default 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks and predictions (default 0)")
+    p.add_argument("--baseline", default="auto",
+                   help="model whose accuracy curves are overlaid: a zoo name, 'auto' (default: the shipped ReLU "
+                        "network with the same output code, relu_<code>) or 'none'")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR,
                    help=f"output root, as lwta evaluate --out-dir (default {DEFAULT_OUT_DIR})")
     p.add_argument("--model-dir", default=None, help="RobustBench-style model directory for unshipped checkpoints")
@@ -415,8 +539,36 @@ def _plots_command(args: argparse.Namespace) -> int:
     loaded = [load_model_for_evaluation(name, args.dataset, "Linf", 5, ckpts.get(name), args.model_dir)
               for name in models]
     x, y = load_test_data(args.dataset, args.n_images, args.data_root)
+    baselines = BaselineCache(args.dataset, args.model_dir)
     for name, (model, _) in zip(models, loaded):
+        baseline = baselines.get(args.baseline, name, model)
         for path in make_plots(model, x, y, args.dataset, Path(args.out_dir) / args.dataset / "Linf" / "plots",
-                               name, args.seed, settings=settings, progress=not args.no_progress):
+                               name, args.seed, settings=settings, progress=not args.no_progress, baseline=baseline,
+                               command=command_line()):
             print(f"wrote {path}")
     return 0
+
+
+def command_line() -> str:
+    """This process's command line as ``lwta ...`` (the entry point's path left out)."""
+    return " ".join(["lwta", *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+class BaselineCache:
+    """The overlaid baseline of each plotted model (``--baseline``), each loaded once."""
+
+    def __init__(self, dataset: str, model_dir: str | os.PathLike | None = None):
+        self.dataset, self.model_dir = dataset, model_dir
+        self.loaded: dict[str, torch.nn.Module] = {}
+
+    def get(self, choice: str | None, name: str, model: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
+        """``(name, model)`` of the baseline for the plotted model ``name`` (None: no baseline, or the model is
+        its own baseline)."""
+        if choice in (None, "none"):
+            return None
+        bname = relu_baseline_name(model, self.dataset) if choice == "auto" else choice
+        if bname is None or bname == name:
+            return None
+        if bname not in self.loaded:
+            self.loaded[bname] = load_model_for_evaluation(bname, self.dataset, "Linf", 5, None, self.model_dir)[0]
+        return bname, self.loaded[bname]

@@ -130,3 +130,49 @@ def test_bad_arguments():
 
 def test_nested_turns_nan_into_none():
     assert plots._nested(torch.tensor([[1.0, math.nan], [0.1234567, 2.0]])) == [[1.0, None], [0.123457, 2.0]]
+
+
+def test_curves_carry_intervals_and_the_baseline_is_overlaid(tmp_path):
+    model, base = _model(), _model("relu_softmax", seed=1)
+    x, y = _data()
+    paths = plots.make_plots(model, x, y, "mnist", tmp_path, "lwta_ibp_softmax", baseline=("relu_softmax", base),
+                             **TINY)
+    data = json.loads(paths[-1].read_text())
+    for curve in (data["acc_vs_eps"], data["acc_vs_eot"], data["baseline"]["acc_vs_eps"],
+                  data["baseline"]["acc_vs_eot"]):
+        assert len(curve["ci_low"]) == len(curve["accuracy"]) == len(curve["ci_high"])
+        assert all(lo <= a <= hi for lo, a, hi in zip(curve["ci_low"], curve["accuracy"], curve["ci_high"]))
+        assert any(hi > lo for lo, hi in zip(curve["ci_low"], curve["ci_high"]))  # 6 images: real width
+    assert data["baseline"]["model"] == "relu_softmax"
+    assert data["baseline"]["acc_vs_eps"]["eps"] == data["acc_vs_eps"]["eps"]
+    assert data["winners"]["layer_description"] == "dense LWTA layer 2 of 2, 64 units in blocks of U = 2 (body.8)"
+
+
+def test_eps_grid_is_refined_where_the_curve_falls():
+    pts = [{"mean": m} for m in (1.0, 0.95, 0.2, 0.1)]
+    assert plots.refine_eps([0.0, 0.1, 0.2, 0.3], pts, extra=1) == pytest.approx(0.15)
+    assert plots.refine_eps([0.0, 0.1, 0.2, 0.3], pts, extra=0) is None
+    flat = [{"mean": m} for m in (1.0, 0.95, 0.9, 0.85)]
+    assert plots.refine_eps([0.0, 0.1, 0.2, 0.3], flat, extra=3) is None
+
+
+def test_refined_points_land_in_the_steep_part(monkeypatch):
+    """A model whose accuracy is a step at eps = 0.12: refinement adds points between 0.075 and 0.15."""
+    monkeypatch.setattr(plots, "pgd", lambda model, x, y, eps, steps, eot=1, on_step=None: torch.full_like(x, eps))
+    monkeypatch.setattr(plots, "accuracy_point", lambda model, x_adv, y, passes: {
+        "mean": 1.0 if x_adv.flatten()[0] < 0.12 else 0.0, "ci_low": 0.0, "ci_high": 1.0})
+    eps, pts = plots.accuracy_vs_eps(None, torch.zeros(2, 1, 2, 2), torch.zeros(2), [0, 0.075, 0.15, 0.3], 1, 1,
+                                     refine=3)
+    extra = sorted(set(eps) - {0, 0.075, 0.15, 0.3})
+    assert len(extra) == 3 and all(0.075 < e < 0.15 for e in extra)
+    assert eps == sorted(eps) and len(pts) == len(eps)
+
+
+def test_layer_names_a_person_reads():
+    ens = create_model("lwta_ibp_logisticens10", "mnist")
+    name, _ = plots.pick_layer(ens)
+    assert plots.describe_layer(ens, name) == ("dense LWTA layer 2 of 3 of output head 10 of 10, 8 units in blocks "
+                                               f"of U = 2 ({name})")
+    assert plots.describe_layer(_model(), "body.0").startswith("conv LWTA layer 1 of 6, 64 channels")
+    assert plots.relu_baseline_name(_model("relu_softmax"), "mnist") is None  # a ReLU model has no ReLU baseline
+    assert plots.relu_baseline_name(_model(), "mnist") == "relu_softmax"  # shipped

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..figures import protocol_order
-from ..plots import make_plots
+from ..plots import BaselineCache, make_plots
 from ..protocols import EPS, PROTOCOLS, get_protocol
 from .api import evaluate, load_inputs
 from .assembly import COMBINE_INTO
@@ -152,10 +152,12 @@ def write_plots(config: EvaluationConfig, progress: bool = True) -> list[Path]:
     ``<out_dir>/<dataset>/<threat_model>/plots`` (the models and images the evaluation used)."""
     inputs = load_inputs(config)
     written = []
+    baselines = BaselineCache(config.dataset, config.model_dir)
     for model, info in inputs.models:
         written += make_plots(model, inputs.data.x, inputs.data.y, dataset=config.dataset,
                               out_dir=Path(config.out_dir) / config.dataset / config.threat_model / "plots",
-                              name=info.name, seed=config.seed, progress=progress)
+                              name=info.name, seed=config.seed, progress=progress,
+                              baseline=baselines.get("auto", info.name, model))
     return written
 
 
