@@ -163,7 +163,8 @@ def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: st
 
     Images: ``cover = (start, n)`` (a cascade's images; every image must have at least one result), else the test
     images that every result covers. Method: when every result has fresh counts, each image's point is *selected*
-    by the lowest count on the selection draws (``per_example_correct``; ties: the first result in order) and
+    by the lowest count on the selection draws (``per_example_correct``; ties: the result with the lowest mean
+    selection count over the images it covers, i.e. the strongest, then the first in order) and
     *scored* by its fresh counts: an unbiased estimate of the selected points' accuracy (``method: "fresh"``; the
     minimum of the selection counts, biased low, is kept as ``selection``). Without fresh counts (entries written
     before they existed) it is that minimum itself, and the result has no ``method``."""
@@ -180,12 +181,15 @@ def worst_case(results: Mapping[str, Mapping[str, Any]], passes: int, prefix: st
     fresh = all("per_example_fresh" in results[k] for k in keys)
     sel = [_per_image(results[k], "per_example_correct", first, stop) for k in keys]
     new = [_per_image(results[k], "per_example_fresh", first, stop) for k in keys] if fresh else sel
+    # ties go to the result that is strongest on its selection counts (lowest mean over the images it covers), not
+    # to the first in order (FGSM and noise come early): still a choice made on the selection draws alone
+    strength = [math.fsum(c for c in v if c is not None) / max(1, sum(c is not None for c in v)) for v in sel]
     low, scored, chosen = [], [], [0] * len(keys)
     for i in range(stop - first):
-        options = [(sel[j][i], j) for j in range(len(keys)) if sel[j][i] is not None]
+        options = [(sel[j][i], strength[j], j) for j in range(len(keys)) if sel[j][i] is not None]
         if not options:
             raise ValueError(f"test image {first + i}: no result covers it")
-        best, j = min(options)
+        best, _, j = min(options)
         low.append(best)
         scored.append(new[j][i])
         chosen[j] += 1
