@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import io
 import itertools
+import json
 import math
 import os
 import shlex
@@ -397,14 +398,12 @@ def _trajectory_plot(path: Path, traj: torch.Tensor, label: int, title: str) -> 
 
 def make_plots(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: str,
                out_dir: str | os.PathLike, name: str, seed: int = 0, settings: PlotSettings | None = None,
-               progress: bool = True, baseline: tuple[str, torch.nn.Module] | None = None,
-               command: str | None = None) -> list[Path]:
+               progress: bool = True, baseline: tuple[str, torch.nn.Module] | None = None) -> list[Path]:
     """Write the diagnostic plots of ``model`` (see the module docstring) for the first ``settings.n_images`` of
     ``(x, y)`` into ``out_dir``; returns the written paths (PNG files, then the JSON data file).
 
     ``baseline``: ``(name, model)`` of a reference network (the ReLU one with the same code), whose accuracy
-    curves are computed on the same images with the same settings and seeds and overlaid. ``command``: the
-    command line that made the plots, recorded in the data file."""
+    curves are computed on the same images with the same settings and seeds and overlaid."""
     s = settings or PlotSettings()
     out = Path(out_dir)
     x, y = x[:s.n_images].detach(), y[:s.n_images].detach()
@@ -417,8 +416,6 @@ def make_plots(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dataset
     data: dict[str, Any] = {"format": PLOTS_FORMAT, "model": name, "dataset": dataset, "seed": seed,
                             "n_images": len(x), "steps": s.steps, "passes": s.passes, "samples": model.samples,
                             "eps": eps, "interval": "95 % (statistics.confidence_interval)"}
-    if command is not None:
-        data["command"] = command
     label = f"{name}, {dataset}\n{len(x)} images, PGD {s.steps} steps, {s.passes} predictions/image"
 
     def seed_part(part: str) -> None:
@@ -542,9 +539,12 @@ def _plots_command(args: argparse.Namespace) -> int:
     baselines = BaselineCache(args.dataset, args.model_dir)
     for name, (model, _) in zip(models, loaded):
         baseline = baselines.get(args.baseline, name, model)
-        for path in make_plots(model, x, y, args.dataset, Path(args.out_dir) / args.dataset / "Linf" / "plots",
-                               name, args.seed, settings=settings, progress=not args.no_progress, baseline=baseline,
-                               command=command_line()):
+        paths = make_plots(model, x, y, args.dataset, Path(args.out_dir) / args.dataset / "Linf" / "plots", name,
+                           args.seed, settings=settings, progress=not args.no_progress, baseline=baseline)
+        for path in paths:
+            if path.name.endswith("__plots.json"):  # the data file says what made it
+                atomic_write_json(path, {**json.loads(path.read_text(encoding="utf-8")), "command": command_line()})
+        for path in paths:
             print(f"wrote {path}")
     return 0
 

@@ -349,6 +349,26 @@ def test_evaluate_writes_to_runs_and_keeps_finished_entries(capsys, tmp_path, ck
 
 
 @needs_mnist
+def test_plots_record_their_command(capsys, tmp_path, ckpt, monkeypatch):
+    from lwta_plugin import plots
+
+    def fake(model, x, y, dataset, out_dir, name, *a, **kw):
+        path = Path(out_dir) / f"{name}__plots.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model": name}))
+        return [path]
+
+    monkeypatch.setattr(plots, "make_plots", fake)
+    monkeypatch.setattr(sys, "argv", ["lwta", "plots", "--checkpoint", str(ckpt), "--baseline", "none"])
+    rc, out, _ = run(capsys, "plots", "--checkpoint", str(ckpt), "--n-images", "2", "--no-progress",
+                     "--baseline", "none", "--out-dir", str(tmp_path))
+    assert rc == 0 and out.count("wrote ") == 1
+    (written,) = tmp_path.rglob("*__plots.json")
+    assert json.loads(written.read_text()) == {"model": NAME, "command": f"lwta plots --checkpoint {ckpt} "
+                                                                       "--baseline none"}
+
+
+@needs_mnist
 def test_evaluate_from_config(capsys, tmp_path, ckpt):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"format": "lwta-plugin/eval-config-1", "dataset": "mnist", "out_dir": str(tmp_path),
