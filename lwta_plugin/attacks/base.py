@@ -50,15 +50,10 @@ def n_classes_of(model: nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[-1])
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Put ``model`` in eval mode and restore its previous mode afterwards (:func:`training_mode` with its
+    defaults)."""
+    return training_mode(model)
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
@@ -298,11 +293,8 @@ class Attack(_TorchattacksAttack):
         with training_mode(self.model):
             return self.get_logits(inputs)
 
-    def _n_classes(self, inputs: torch.Tensor) -> int:
-        return n_classes_of(self.model, inputs)
-
     def get_random_target_label(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n = self._n_classes(inputs)
+        n = n_classes_of(self.model, inputs)
         shift = torch.randint(1, n, labels.shape, device=labels.device)
         return (labels + shift) % n
 
@@ -343,7 +335,8 @@ class Attack(_TorchattacksAttack):
             cleans.append(inputs.detach().cpu())
         bar.close()
         rob_acc = 100 * correct / max(total, 1)
-        dist = torch.cat(l2).mean().item() if l2 and torch.cat(l2).numel() else 0.0
+        successes = torch.cat(l2) if l2 else torch.empty(0)
+        dist = successes.mean().item() if successes.numel() else 0.0
         elapsed = time.perf_counter() - start
         if save_path is not None:
             def as_type(t: torch.Tensor) -> torch.Tensor:
