@@ -18,8 +18,18 @@ the repeats and the load average during the runs, the ratios ``autoattack / casc
 the median times, and the accuracies. A ratio measured with a load average above the number of cores is marked
 ``loaded`` and not claimed as met.
 
+pyautoattack's ``rand`` costs about 30 s per image on one core here (APGD-CE runs its 100 iterations x EOT 20 on
+every image), so on 1,000 images it is run once, in shards that outlive a session: ``--shard K`` runs it on
+images ``[i, i + K)`` one shard at a time, each written atomically to ``--state-dir`` as it finishes (its per-image
+results, seconds, threads and load average); a rerun skips the finished shards, and ``--max-shards`` bounds one
+sitting. Until every shard is done the script reports progress and writes no result; then the autoattack row is
+the concatenation of the shards, its time their sum (one run, ``runs: 1`` in the row), and the ratio is taken
+against the median of the ``--repeat`` live runs of the other candidates. Ratios are only formed between
+candidates run with the same thread count.
+
 Usage: python benchmarks/bench_adaptive.py [--images N] [--repeat 3] [--model lwta_ibp_softmax]
        [--candidates cascade full autoattack]   (--full: 1,000 images)
+       python benchmarks/bench_adaptive.py --full --candidates autoattack --shard 50 --max-shards 2
 """
 from __future__ import annotations
 
@@ -31,14 +41,17 @@ import time
 from pathlib import Path
 
 import torch
-from common import parser, pick, report, setup
+from common import command, machine, parser, pick, report, setup
 
 from lwta_plugin.data import load_tensors
 from lwta_plugin.evaluation import EvaluationConfig, evaluate
+from lwta_plugin.io import atomic_write_json
 from lwta_plugin.statistics import confidence_interval, correct_counts
 from lwta_plugin.zoo import load_model
 
 CANDIDATES = ("cascade", "full", "autoattack")
+PASSES = 10  # our scoring of the peer's points: 10 predictions of S = 5 draws each
+STATE_DIR = Path(__file__).resolve().parent / "results" / "adaptive-autoattack-shards"
 
 
 def run_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, n: int, seed: int, fast: bool) -> dict:
@@ -54,19 +67,72 @@ def run_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, n: int, seed: in
                        for s in entry.get("cascade", {}).get("stages", [])]}
 
 
-def run_autoattack(model_name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
-    """pyautoattack's rand version on the zoo model; its own accuracy and ours of its points."""
+def autoattack_points(model_name: str, x: torch.Tensor, y: torch.Tensor, seed: int, n_iter: int | None) -> dict:
+    """pyautoattack's rand version on the zoo model: per image, its own one-pass verdict and our counts."""
     from pyautoattack import AutoAttack
 
     model = load_model(model_name, dataset="mnist")
-    adversary = AutoAttack(model, norm="Linf", eps=0.3, version="rand", seed=seed, verbose=False)
-    x_adv = adversary.run_standard_evaluation(x, y, bs=len(x))
+    adversary = AutoAttack(model, norm="Linf", eps=0.3, version="rand", seed=seed, device="cpu")
+    if n_iter is not None:  # only the smoke test shortens the peer's own schedule
+        for attack in (adversary.apgd, adversary.apgd_targeted):
+            attack.n_iter = n_iter
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
     with torch.no_grad():
-        own = float((model(x_adv).argmax(1) == y).float().mean())
-    counts = correct_counts(model, x_adv, y, passes=10, samples=5)
-    p = [c / 10 for c in counts]
+        own = (model(x_adv).argmax(1) == y).tolist()
+    return {"own_correct": own, "counts": correct_counts(model, x_adv, y, passes=PASSES, samples=5)}
+
+
+def summarize_points(own: list[bool], counts: list[int]) -> dict:
+    p = [c / PASSES for c in counts]
     lo, hi = confidence_interval(p)
-    return {"robust": sum(p) / len(p), "ci": [lo, hi], "n": len(p), "own_one_pass": own}
+    return {"robust": sum(p) / len(p), "ci": [lo, hi], "n": len(p), "own_one_pass": sum(own) / len(own)}
+
+
+def run_autoattack(model_name: str, x: torch.Tensor, y: torch.Tensor, seed: int, n_iter: int | None) -> dict:
+    points = autoattack_points(model_name, x, y, seed, n_iter)
+    return summarize_points(points["own_correct"], points["counts"])
+
+
+def shard_path(state_dir: Path, model_name: str, seed: int, start: int, stop: int) -> Path:
+    return state_dir / f"{model_name}-seed{seed}" / f"{start:05d}-{stop:05d}.json"
+
+
+def run_autoattack_sharded(args, x: torch.Tensor, y: torch.Tensor) -> dict | None:
+    """Run the missing shards (at most ``--max-shards``); the combined result once all exist, else None."""
+    n, k = len(x), args.shard
+    bounds = [(i, min(i + k, n)) for i in range(0, n, k)]
+    ran = 0
+    shards = []
+    for start, stop in bounds:
+        path = shard_path(Path(args.state_dir), args.model, args.seed, start, stop)
+        if not path.exists():
+            if args.max_shards is not None and ran >= args.max_shards:
+                continue
+            load_before = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            points = autoattack_points(args.model, x[start:stop], y[start:stop], args.seed, args.aa_iter)
+            seconds = time.perf_counter() - t0
+            atomic_write_json(path, {"model": args.model, "seed": args.seed, "start": start, "stop": stop,
+                                     "aa_iter": args.aa_iter, "seconds": seconds,
+                                     "threads": torch.get_num_threads(),
+                                     "loadavg": {"before": load_before, "after": os.getloadavg()[0]},
+                                     "pyautoattack": machine()["pyautoattack"], "command": command(),
+                                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **points})
+            ran += 1
+            print(f"autoattack shard [{start}, {stop}): {seconds:.0f} s, "
+                  f"{sum(points['own_correct'])} of {stop - start} robust by its own verdict", flush=True)
+        shards.append(json.loads(path.read_text(encoding="utf-8")) if path.exists() else None)
+    done = [s for s in shards if s is not None]
+    if any(s["aa_iter"] != args.aa_iter for s in done):
+        raise SystemExit(f"{args.state_dir}: shards of another --aa-iter; use another --state-dir")
+    if len(done) < len(bounds):
+        print(f"autoattack: {len(done)} of {len(bounds)} shards done in {args.state_dir} "
+              f"({sum(s['seconds'] for s in done):.0f} s so far); rerun to continue")
+        return None
+    out = summarize_points([c for s in done for c in s["own_correct"]], [c for s in done for c in s["counts"]])
+    out.update(seconds=sum(s["seconds"] for s in done), threads=sorted({s["threads"] for s in done}),
+               loads=[v for s in done for v in s["loadavg"].values()], runs=1, shards=len(done))
+    return out
 
 
 def main() -> None:
@@ -74,20 +140,37 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None, help="test images (default 50; --full 1000)")
     ap.add_argument("--model", default="lwta_ibp_softmax")
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
+    ap.add_argument("--shard", type=int, default=None, help="run autoattack in resumable shards of this many images")
+    ap.add_argument("--max-shards", type=int, default=None, help="at most this many new shards in this run")
+    ap.add_argument("--state-dir", default=str(STATE_DIR), help="where the autoattack shards are kept")
+    ap.add_argument("--aa-iter", type=int, default=None, help="shorten the peer's APGD iterations (smoke test only)")
     args = ap.parse_args()
     setup(args.threads, args.seed)
     n = args.images or pick(args, "images", 50, 1000)
     x, y = load_tensors("mnist", "test")
     x, y = x[:n], y[:n]
     repeat = max(args.repeat or 3, 1)
-    times: dict[str, list[float]] = {c: [] for c in args.candidates}
     results: dict[str, dict] = {}
-    loads = []
-    for _ in range(repeat):
-        for c in args.candidates:
+    times: dict[str, list[float]] = {}
+    loads: list[float] = []
+    threads: dict[str, list[int]] = {}
+    live = list(args.candidates)
+    if args.shard and "autoattack" in live:
+        live.remove("autoattack")
+        sharded = run_autoattack_sharded(args, x, y)
+        if sharded is None:
+            return
+        results["autoattack"], times["autoattack"] = sharded, [sharded["seconds"]]
+        loads += sharded["loads"]
+        threads["autoattack"] = sharded["threads"]
+    for c in live:
+        times[c] = []
+        threads[c] = [torch.get_num_threads()]
+    for _ in range(repeat if live else 0):
+        for c in live:
             t0 = time.perf_counter()
             if c == "autoattack":
-                results[c] = run_autoattack(args.model, x, y, args.seed)
+                results[c] = run_autoattack(args.model, x, y, args.seed, args.aa_iter)
             else:
                 results[c] = run_ours(args.model, x, y, n, args.seed, fast=c == "cascade")
             times[c].append(time.perf_counter() - t0)
@@ -98,36 +181,42 @@ def main() -> None:
     for c in args.candidates:
         t = times[c]
         rows.append({"candidate": c, "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+                     "runs": len(t), "threads": threads[c],
                      "robust_acc": results[c]["robust"], "ci_low": results[c]["ci"][0],
                      "ci_high": results[c]["ci"][1], "n_images": results[c]["n"],
                      "own_one_pass": results[c].get("own_one_pass")})
     ratios = {}
     if "cascade" in times:
         for other in ("autoattack", "full"):
-            if other in times:
+            if other in times and threads[other] == threads["cascade"]:
                 ratios[f"{other}_vs_cascade"] = {
                     "median": statistics.median(times[other]) / statistics.median(times["cascade"]),
                     "min": min(times[other]) / max(times["cascade"]),
-                    "max": max(times[other]) / min(times["cascade"])}
+                    "max": max(times[other]) / min(times["cascade"]),
+                    "runs": [len(times[other]), len(times["cascade"])]}
+            elif other in times:
+                print(f"{other} ran with {threads[other]} threads, cascade with {threads['cascade']}: no ratio")
     targets = []
-    if "cascade" in results and "autoattack" in results:
+    if "autoattack_vs_cascade" in ratios:
         faster = ratios["autoattack_vs_cascade"]["median"] > 1
         stronger = results["cascade"]["robust"] <= results["autoattack"]["robust"]
-        targets.append({"goal": "cascade faster than AutoAttack rand and no higher accuracy",
+        targets.append({"target": "autoattack_vs_cascade",
+                        "goal": "cascade faster than AutoAttack rand and no higher accuracy",
                         "measured": f"{ratios['autoattack_vs_cascade']['median']:.2f}x, "
                                     f"{100 * results['cascade']['robust']:.1f} % vs "
                                     f"{100 * results['autoattack']['robust']:.1f} %",
                         "met": None if loaded else bool(faster and stronger)})
     if "cascade" in results and "full" in results:
         a, b = results["cascade"]["ci"], results["full"]["ci"]
-        targets.append({"goal": "cascade and full protocol agree within their intervals",
+        targets.append({"target": "cascade vs full", "goal": "cascade and full protocol agree within their intervals",
                         "measured": f"[{a[0]:.3f}, {a[1]:.3f}] vs [{b[0]:.3f}, {b[1]:.3f}]",
                         "met": bool(a[0] <= b[1] and b[0] <= a[1])})
     extra = {"model": args.model, "images": n, "repeat": repeat, "ratios": ratios, "targets": targets,
              "loadavg_during": {"max": max(loads), "min": min(loads)}, "loaded": loaded,
-             "cascade_stages": results.get("cascade", {}).get("stages")}
-    report("adaptive", rows, ["candidate", "median_s", "min_s", "max_s", "robust_acc", "ci_low", "ci_high",
-                              "n_images", "own_one_pass"], extra=extra, args=args)
+             "cascade_stages": results.get("cascade", {}).get("stages"),
+             "autoattack_shards": results.get("autoattack", {}).get("shards")}
+    report("adaptive", rows, ["candidate", "median_s", "min_s", "max_s", "runs", "robust_acc", "ci_low",
+                              "ci_high", "n_images", "own_one_pass"], extra=extra, args=args)
     for k, r in ratios.items():
         print(f"{k}: {r['median']:.2f}x (min {r['min']:.2f}x, max {r['max']:.2f}x)"
               + (" [loaded: not claimed]" if loaded else ""))

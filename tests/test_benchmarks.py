@@ -22,6 +22,8 @@ TINY = {
     "changes": ["--images", "2", "--samples", "2", "--repeat", "1", "--batch", "4"],
     "memory": ["--images", "2", "--samples", "3", "--configs", "eot_gradient auto chunk (default)",
                "peer loop (torchattacks EOTPGD)"],
+    "adaptive": ["--images", "2", "--repeat", "1", "--aa-iter", "2", "--shard", "1",
+                 "--candidates", "cascade", *(["autoattack"] if HAVE_PEERS else [])],
 }
 
 
@@ -30,6 +32,8 @@ TINY = {
 def test_benchmark_writes_json(name, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCH.parent)}
     cmd = [sys.executable, str(BENCH / f"bench_{name}.py"), *TINY[name], "--out-dir", str(tmp_path)]
+    if name == "adaptive":
+        cmd += ["--state-dir", str(tmp_path / "shards")]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     payload = json.loads((tmp_path / f"{name}.json").read_text())
@@ -81,3 +85,38 @@ def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
     (row,) = summarize.repeated_rows(tmp_path)
     assert row[1:5] == ("2.00x", "1.00-3.00x", "3", "0.5-4.0")
     assert row[5] == "python benchmarks/bench_eot.py --tag x-runN"
+
+
+def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
+    """The peer's sharded run: a bounded sitting writes only its shards, a rerun finishes, results concatenate."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_adaptive", BENCH / "bench_adaptive.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(BENCH))
+    calls = []
+
+    def fake_points(model_name, x, y, seed, n_iter):
+        calls.append(len(x))
+        return {"own_correct": [bool(v % 2) for v in y.tolist()], "counts": [int(v) for v in y.tolist()]}
+
+    monkeypatch.setattr(bench, "autoattack_points", fake_points)
+    args = argparse.Namespace(shard=2, max_shards=1, state_dir=str(tmp_path), model="m", seed=0, aa_iter=None)
+    x, y = torch.zeros(5, 1, 28, 28), torch.tensor([1, 2, 3, 4, 5])
+    assert bench.run_autoattack_sharded(args, x, y) is None
+    assert calls == [2] and len(list(tmp_path.rglob("*.json"))) == 1
+    args.max_shards = None
+    out = bench.run_autoattack_sharded(args, x, y)
+    assert calls == [2, 2, 1]  # the finished shard is not run again
+    assert out["n"] == 5 and out["shards"] == 3 and out["runs"] == 1
+    assert abs(out["robust"] - sum(c / bench.PASSES for c in [1, 2, 3, 4, 5]) / 5) < 1e-9
+    assert abs(out["own_one_pass"] - 3 / 5) < 1e-9
+    args.aa_iter = 2
+    with pytest.raises(SystemExit, match="aa-iter"):
+        bench.run_autoattack_sharded(args, x, y)
