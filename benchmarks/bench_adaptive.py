@@ -109,11 +109,12 @@ def run_autoattack_sharded(args, x: torch.Tensor, y: torch.Tensor) -> dict | Non
             if args.max_shards is not None and ran >= args.max_shards:
                 continue
             load_before = os.getloadavg()[0]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             points = autoattack_points(args.model, x[start:stop], y[start:stop], args.seed, args.aa_iter)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             atomic_write_json(path, {"model": args.model, "seed": args.seed, "start": start, "stop": stop,
                                      "aa_iter": args.aa_iter, "seconds": seconds,
+                                     "cpu_seconds": cpu_seconds,
                                      "threads": torch.get_num_threads(),
                                      "loadavg": {"before": load_before, "after": os.getloadavg()[0]},
                                      "pyautoattack": machine()["pyautoattack"], "command": command(),
