@@ -102,6 +102,22 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
             for x in r["rows"]:
                 out.append((f"peak memory added, n={r['samples']}: {x['config']}", f"{x['added_mib']:.0f} MiB", "",
                             f"B={r['images']}, chunk {x['chunk']}", r["command"]))
+        elif base == "adaptive":
+            during = r.get("loadavg_during", {})
+            ctx = (f"{r['images']} images, {r['machine']['threads']} thread(s), load "
+                   f"{during.get('min', float('nan')):.1f}-{during.get('max', float('nan')):.1f}"
+                   + (" (loaded: not claimed)" if r.get("loaded") else ""))
+            for x in r["rows"]:
+                value = (f"{x['median_s']:.0f} s (min {x['min_s']:.0f}, max {x['max_s']:.0f}, {x.get('runs', '?')} "
+                         f"run(s)); robust {100 * x['robust_acc']:.1f} % [{100 * x['ci_low']:.1f}, "
+                         f"{100 * x['ci_high']:.1f}]")
+                goal = "< 1800 s" if x["candidate"] == "cascade" and r["images"] == 1000 else ""
+                out.append((f"end to end: {x['candidate']} (wall time; robust accuracy)", value, goal, ctx,
+                            r["command"]))
+            for key, ratio in r.get("ratios", {}).items():
+                value = f"{ratio['median']:.2f}x (min {ratio['min']:.2f}x, max {ratio['max']:.2f}x)"
+                out.append((f"end to end: {key} (time ratio)", value,
+                            "> 1x" if key == "autoattack_vs_cascade" else "", ctx, r["command"]))
         elif base == "changes":
             for x in r["rows"]:
                 out.append((f"change {x['change']} (time before / after): {x['what']}", f"{x['speedup']:.2f}x", "",

@@ -120,3 +120,23 @@ def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
     args.aa_iter = 2
     with pytest.raises(SystemExit, match="aa-iter"):
         bench.run_autoattack_sharded(args, x, y)
+
+
+def test_summarize_lists_the_end_to_end_rows_and_marks_a_loaded_run(tmp_path):
+    spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    row = {"median_s": 600.0, "min_s": 590.0, "max_s": 640.0, "runs": 3, "robust_acc": 0.002, "ci_low": 0.0,
+           "ci_high": 0.01}
+    (tmp_path / "adaptive-x.json").write_text(json.dumps({
+        "command": "python benchmarks/bench_adaptive.py --full", "machine": {"threads": 1}, "images": 1000,
+        "loadavg_during": {"min": 1.9, "max": 2.6}, "loaded": True,
+        "rows": [{**row, "candidate": "cascade"}, {**row, "candidate": "autoattack", "median_s": 9000.0}],
+        "ratios": {"autoattack_vs_cascade": {"median": 15.0, "min": 14.1, "max": 15.3}}}))
+    out = summarize.rows(tmp_path)
+    assert [r[0] for r in out] == ["end to end: cascade (wall time; robust accuracy)",
+                                   "end to end: autoattack (wall time; robust accuracy)",
+                                   "end to end: autoattack_vs_cascade (time ratio)"]
+    assert out[0][1].startswith("600 s (min 590, max 640, 3 run(s)); robust 0.2 % [0.0, 1.0]")
+    assert out[0][2] == "< 1800 s" and out[2][1].startswith("15.00x")
+    assert all("loaded: not claimed" in r[3] for r in out)
