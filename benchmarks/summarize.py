@@ -26,6 +26,13 @@ def _ctx(r: dict) -> str:
 
 
 _RUN = re.compile(r"^(?P<group>.+)-run(?P<i>\d+)$")
+# the eot benchmark's attack ratios (row keys) with their labels; and its one-gradient ratios
+EOT_RATIOS = (("ours_vs_ta", "EOT-PGD ours / torchattacks EOTPGD (same model)"),
+              ("ours_vs_ta_concrete", "EOT-PGD ours / torchattacks EOTPGD on concrete sampler"),
+              ("ours_vs_ta_reference", "EOT-PGD ours / torchattacks EOTPGD on literal reference sampler"),
+              ("ours_apgd_vs_aa_apgd", "APGD-CE ours / AutoAttack APGD eot_iter"),
+              ("ours_vs_aa_apgd", "EOT-PGD ours / AutoAttack APGD eot_iter"))
+EOT_GRADIENT_RATIOS = ("grad_ours_vs_grad_loop", "grad_ours_vs_grad_loop_concrete", "grad_ours_vs_grad_loop_reference")
 
 
 def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
@@ -37,11 +44,7 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
             sizes = f"B={r['images']}, steps={r['steps']}"
             for row in r["rows"]:
                 n = row["samples"]
-                for key, label in (("ours_vs_ta", "EOT-PGD ours / torchattacks EOTPGD (same model)"),
-                                   ("ours_vs_ta_concrete", "EOT-PGD ours / torchattacks EOTPGD on concrete sampler"),
-                                   ("ours_vs_ta_reference", "EOT-PGD ours / torchattacks EOTPGD on literal reference sampler"),
-                                   ("ours_apgd_vs_aa_apgd", "APGD-CE ours / AutoAttack APGD eot_iter"),
-                                   ("ours_vs_aa_apgd", "EOT-PGD ours / AutoAttack APGD eot_iter")):
+                for key, label in EOT_RATIOS:
                     if key in row:
                         goal = {"ours_vs_ta": ">= 1.0x" if n == 20 else "", "ours_vs_ta_concrete":
                                 ">= 3x" if n == 20 else "", "ours_vs_ta_reference": ">= 3x" if n == 20 else ""
@@ -129,12 +132,11 @@ def _eot_ratios(r: dict) -> dict[str, float]:
     """The eot benchmark's ratios of one run, by a readable label."""
     out = {}
     for row in r["rows"]:
-        for key in ("ours_vs_ta", "ours_vs_ta_concrete", "ours_vs_ta_reference", "ours_apgd_vs_aa_apgd",
-                    "ours_vs_aa_apgd"):
+        for key, _ in EOT_RATIOS:
             if key in row:
                 out[f"EOT attack {key}, n={row['samples']} (images/s ratio)"] = row[key]
     for row in r.get("gradient_rows", []):
-        for key in ("grad_ours_vs_grad_loop", "grad_ours_vs_grad_loop_concrete", "grad_ours_vs_grad_loop_reference"):
+        for key in EOT_GRADIENT_RATIOS:
             if key in row:
                 out[f"one EOT gradient {key}, n={row['samples']}"] = row[key]
     return out
