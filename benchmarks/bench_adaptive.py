@@ -44,6 +44,7 @@ import torch
 from common import command, machine, parser, pick, report, setup
 
 from lwta_plugin.data import load_tensors
+from lwta_plugin.entries import timing_path
 from lwta_plugin.evaluation import EvaluationConfig, evaluate
 from lwta_plugin.io import atomic_write_json
 from lwta_plugin.statistics import confidence_interval, correct_counts
@@ -61,10 +62,12 @@ def run_ours(model_name: str, x: torch.Tensor, y: torch.Tensor, n: int, seed: in
                                   cascade=fast, early_exit=fast)
         [status] = evaluate(config, data=(x, y), progress=False, log=None)
         entry = json.loads(Path(status["path"]).read_text(encoding="utf-8"))
+        timing = json.loads(timing_path(Path(status["path"])).read_text(encoding="utf-8"))
     w = entry["worst_case"]
     return {"robust": w["mean"], "ci": [w["ci_low"], w["ci_high"]], "n": w["n_examples"],
             "stages": [(s["attack"], s["n_attacked"], s["robust_after"]["mean"])
-                       for s in entry.get("cascade", {}).get("stages", [])]}
+                       for s in entry.get("cascade", {}).get("stages", [])],
+            "seconds_by_task": timing["seconds"]}
 
 
 def autoattack_points(model_name: str, x: torch.Tensor, y: torch.Tensor, seed: int, n_iter: int | None) -> dict:
@@ -215,6 +218,7 @@ def main() -> None:
     extra = {"model": args.model, "images": n, "repeat": repeat, "ratios": ratios, "targets": targets,
              "loadavg_during": {"max": max(loads), "min": min(loads)}, "loaded": loaded,
              "cascade_stages": results.get("cascade", {}).get("stages"),
+             "seconds_by_task": {c: results[c]["seconds_by_task"] for c in results if "seconds_by_task" in results[c]},
              "autoattack_shards": results.get("autoattack", {}).get("shards")}
     report("adaptive", rows, ["candidate", "median_s", "min_s", "max_s", "runs", "robust_acc", "ci_low",
                               "ci_high", "n_images", "own_one_pass"], extra=extra, args=args)

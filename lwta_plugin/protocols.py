@@ -331,8 +331,10 @@ def _adaptive(dataset: str) -> list[AttackSpec]:
                    description="EOT-PGD with a margin loss on the raw (pre-activation, pre-log-ReLU) codeword "
                                "correlations (Tramer et al. 2020, section 5.6)"),
         AttackSpec("apgd_rand", "adversarial", "apgd_rand", {"eps": eps, "steps": 100, "eot_iter": 20,
-                                                             "n_restarts": 1}, n_examples=STANDALONE,
-                   description="APGD-CE then APGD-DLR, EOT 20, 1 restart (AutoAttack version 'rand')"),
+                                                             "n_restarts": 1, "backend": "native"},
+                   n_examples=STANDALONE,
+                   description="APGD-CE then APGD-DLR, EOT 20, 1 restart (AutoAttack version 'rand'; the native port "
+                               "of pyautoattack's loop, with the early exit inside it)"),
         AttackSpec("transfer", "adversarial", "transfer", {"eps": eps, "alpha": step, "steps": 100,
                                                            "surrogate": "expected"}, n_examples=STANDALONE,
                    description="PGD on the deterministic expected-value surrogate, transferred to the random model"),

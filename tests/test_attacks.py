@@ -260,8 +260,9 @@ def test_transfer_from_a_surrogate_module(cnn, data):
 
 def test_apgd_backends(cnn, data):
     x, y = data
-    for backend in ("pyautoattack", "torchattacks"):
-        pytest.importorskip(backend)
+    for backend in ("native", "pyautoattack", "torchattacks"):
+        if backend != "native":
+            pytest.importorskip(backend)
         torch.manual_seed(0)
         attack = build_attack("apgd_rand", cnn, eps=EPS, steps=12, eot_iter=1, backend=backend)
         x_adv = attack(x, y)
@@ -310,3 +311,56 @@ def test_attack_facts():
         if name == "apgd_rand" and not apgd_backend_available():
             continue
         assert cls.budget_keys and set(cls.budget_keys) <= set(build_attack(name, model).hparams), name
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+@pytest.mark.parametrize("steps", [12, 100])
+def test_native_apgd_is_pyautoattacks_loop(cnn, data, loss, steps):
+    """The native APGD (the one with early exit inside the loop) returns pyautoattack's points, robust flags and
+    losses from the same random state, step-size checkpoints included."""
+    pytest.importorskip("pyautoattack")
+    from pyautoattack.autopgd_base import APGDAttack
+
+    from lwta_plugin.attacks.apgd import apgd_linf
+
+    x, y = data
+    theirs = APGDAttack(cnn, n_iter=steps, norm="Linf", n_restarts=1, eps=EPS, loss=loss, eot_iter=1, rho=0.75,
+                        device=x.device)
+    theirs.init_hyperparam(x)
+    torch.manual_seed(3)
+    expected = theirs.attack_single_run(x, y)
+    torch.manual_seed(3)
+    got = apgd_linf(cnn, x, y, eps=EPS, steps=steps, loss=loss, rho=0.75)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b.to(a.device))
+    assert not bool(got[1].all())  # the attack did something to compare
+
+
+def test_native_apgd_early_exit_shrinks_the_batch_inside_the_loop():
+    from _tiny_models import quadrant_data
+
+    from lwta_plugin.attacks import APGDRand
+
+    class Counting(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.rows, self.stochastic = net, 0, False
+
+        def forward(self, x):
+            self.rows += x.shape[0]
+            return self.net(x)
+
+    x, y = quadrant_data(16, seed=4)
+    model = Counting(trained_cnn())
+    torch.manual_seed(0)
+    full = APGDRand(model, eps=0.5, steps=30, eot_iter=1, losses=["ce"], backend="native")
+    xa_full = full(x, y)
+    rows_full, model.rows = model.rows, 0
+    torch.manual_seed(0)
+    quick = APGDRand(model, eps=0.5, steps=30, eot_iter=1, losses=["ce"], backend="native").set_early_exit(2, 1)
+    xa = quick(x, y)
+    assert quick.last_info["exited_in_loop"] > 0
+    assert model.rows < rows_full / 2  # images confirmed broken stopped costing gradients within APGD-CE
+    with torch.no_grad():
+        assert (model(xa).argmax(1) != y).sum() >= (model(xa_full).argmax(1) != y).sum() - 1
+    assert (xa - x).abs().max() <= 0.5 + 1e-6

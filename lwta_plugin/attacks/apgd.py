@@ -9,25 +9,36 @@ check uses that averaged prediction instead of one draw (the source of AutoAttac
 models, see auto-attack PR #105). Per image, the highest-loss point is kept where APGD never broke it, and of the
 CE and DLR results the one with the larger misclassification margin (averaged over ``eot_iter`` draws) is
 returned.
+
+``backend="native"`` runs the same iterations in this module (:func:`apgd_linf`: a line-for-line port of
+pyautoattack's L-inf ``attack_single_run``, tested to return the same points from the same random state), which
+adds the early exit inside the loop: with ``early_exit = k``, an image whose iterate is misclassified by the step's
+averaged prediction and by all of ``k`` fresh predictions keeps that point and leaves the batch, so the gradient
+evaluations shrink with the robust images (AutoAttack only drops broken images between its attacks).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..eot import EOT, eot_predict, margin_loss
 from .base import Attack, check_number, confirmed_adversarial, n_classes_of
 
-BACKENDS = ("auto", "pyautoattack", "torchattacks")
+BACKENDS = ("auto", "native", "pyautoattack", "torchattacks")
 APGD_LOSSES = ("ce", "dlr")
 
 
 def resolve_backend(backend: str) -> str:
-    """``pyautoattack`` if importable (for ``auto``), else ``torchattacks``; ImportError if neither is."""
+    """``pyautoattack`` if importable (for ``auto``), else ``torchattacks``; ImportError if neither is.
+    ``native`` (this module's port) needs neither."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown APGD backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "native":
+        return backend
     order = ("pyautoattack", "torchattacks") if backend == "auto" else (backend,)
     for name in order:
         try:
@@ -37,6 +48,95 @@ def resolve_backend(backend: str) -> str:
             continue
     raise ImportError(f"apgd_rand needs {' or '.join(order)} (pip install 'lwta-plugin[robustbench]' or "
                       "'lwta-plugin[attacks]')")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Croce & Hein's difference-of-logits-ratio loss, per example (pyautoattack's formula)."""
+    x_sorted, ind_sorted = logits.sort(dim=1)
+    ind = (ind_sorted[:, -1] == y).float()
+    u = torch.arange(logits.shape[0], device=logits.device)
+    return -(logits[u, y] - x_sorted[:, -2] * ind - x_sorted[:, -1] * (1.0 - ind)) / (
+        x_sorted[:, -1] - x_sorted[:, -3] + 1e-12)
+
+
+def _oscillation(loss_steps: torch.Tensor, j: int, k: int, rho: float) -> torch.Tensor:
+    t = torch.zeros(loss_steps.shape[1], device=loss_steps.device)
+    for c in range(k):  # j - c - 1 may be -1 at the first checkpoint: the last row, as in pyautoattack
+        t += (loss_steps[j - c] > loss_steps[j - c - 1]).float()
+    return (t <= k * rho * torch.ones_like(t)).float()
+
+
+def apgd_linf(predict: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, loss: str,
+              rho: float = 0.75, exit_check: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One run of APGD (L-inf) from a random start: pyautoattack's ``attack_single_run`` on the active images.
+
+    Returns ``(x_best, robust, loss_best, x_best_adv)`` as pyautoattack does. ``exit_check(x_t, rows)``, called
+    after each step with the misclassified iterates and their rows, returns which of them leave the batch (their
+    iterate is kept as ``x_best_adv``); without it every image runs every step and the result is pyautoattack's.
+    """
+    n, view = x.shape[0], (-1, *[1] * (x.dim() - 1))
+    n_iter_2, n_iter_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    criterion = (lambda z, t: F.cross_entropy(z, t, reduction="none")) if loss == "ce" else dlr_loss
+    t = 2 * torch.rand(x.shape).to(x.device).detach() - 1  # the random start draws as pyautoattack's does
+    x_adv = (x + eps * torch.ones_like(x) * (t / (t.abs().view(n, -1).max(1)[0].view(view) + 1e-12))).clamp(0.0, 1.0)
+    x_best, x_best_adv = x_adv.clone(), x_adv.clone()
+    loss_steps = torch.zeros(steps, n, device=x.device)
+
+    def value_and_grad(xa: torch.Tensor, ya: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xa = xa.detach().requires_grad_()
+        with torch.enable_grad():
+            logits = predict(xa)
+            loss_indiv = criterion(logits, ya)
+            grad = torch.autograd.grad(loss_indiv.sum(), [xa])[0].detach()
+        return logits.detach(), loss_indiv.detach(), grad
+
+    logits, loss_best, grad = value_and_grad(x_adv, y)
+    grad_best = grad.clone()
+    robust = logits.max(1)[1] == y
+    step_size = 2.0 * eps * torch.ones([n, *[1] * (x.dim() - 1)], device=x.device)
+    x_adv_old = x_adv.clone()
+    k, counter = n_iter_2, 0
+    loss_best_last_check, reduced_last_check = loss_best.clone(), torch.ones_like(loss_best)
+    active = torch.arange(n, device=x.device)
+    for i in range(steps):
+        if active.numel() == 0:
+            break
+        with torch.no_grad():
+            xa, x0 = x_adv[active], x[active]
+            grad2 = xa - x_adv_old[active]
+            x_adv_old[active] = xa
+            a = 0.75 if i > 0 else 1.0
+            x1 = torch.clamp(torch.min(torch.max(xa + step_size[active] * torch.sign(grad[active]), x0 - eps),
+                                       x0 + eps), 0.0, 1.0)
+            x1 = torch.clamp(torch.min(torch.max(xa + (x1 - xa) * a + grad2 * (1 - a), x0 - eps), x0 + eps), 0.0, 1.0)
+        logits, y1, g = value_and_grad(x1, y[active])
+        with torch.no_grad():
+            x_adv[active], grad[active] = x1, g
+            pred = logits.max(1)[1] == y[active]
+            robust[active] = robust[active] & pred
+            x_best_adv[active[~pred]] = x1[~pred]
+            loss_steps[i, active] = y1
+            better = y1 > loss_best[active]
+            rows = active[better]
+            x_best[rows], grad_best[rows], loss_best[rows] = x1[better], g[better], y1[better]
+            counter += 1
+            if counter == k:  # the step-size checkpoint (over every image: the exited ones are never read again)
+                fl = _oscillation(loss_steps, i, k, rho)
+                fl = torch.max(fl, (1.0 - reduced_last_check) * (loss_best_last_check >= loss_best).float())
+                reduced_last_check, loss_best_last_check = fl.clone(), loss_best.clone()
+                half = fl > 0
+                step_size[half] /= 2.0
+                x_adv[half], grad[half] = x_best[half].clone(), grad_best[half].clone()
+                k, counter = max(k - size_decr, n_iter_min), 0
+            if exit_check is not None and (~pred).any():
+                wrong = (~pred).nonzero().squeeze(1)
+                leave = exit_check(x1[wrong], active[wrong])
+                if leave.any():
+                    keep = torch.ones(active.numel(), dtype=torch.bool, device=x.device)
+                    keep[wrong[leave]] = False
+                    active = active[keep]
+    return x_best, robust, loss_best, x_best_adv
 
 
 class APGDRand(Attack):
@@ -83,7 +183,7 @@ class APGDRand(Attack):
 
     def _run(self, predict: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One APGD loss with restarts on the examples not broken yet; returns points and 'broken' flags."""
-        apgd = self._apgd(predict, loss, x)
+        apgd = None if self.backend == "native" else self._apgd(predict, loss, x)
         out = x.clone()
         broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
@@ -92,7 +192,12 @@ class APGDRand(Attack):
             if idx.numel() == 0:
                 break
             # APGD's own loop; its random start uses the global torch RNG, which the caller seeds.
-            x_best, acc, loss_best, x_best_adv = apgd.attack_single_run(x[idx], y[idx])
+            if apgd is None:
+                x_best, acc, loss_best, x_best_adv = apgd_linf(
+                    predict, x[idx], y[idx], eps=self.eps, steps=self.steps, loss=loss, rho=self.rho,
+                    exit_check=self._exit_check(y[idx]) if self.early_exit else None)
+            else:
+                x_best, acc, loss_best, x_best_adv = apgd.attack_single_run(x[idx], y[idx])
             newly = ~acc.bool().to(x.device)
             loss_best = loss_best.to(best_loss.device, best_loss.dtype)
             update = newly | (loss_best > best_loss[idx])
@@ -102,11 +207,19 @@ class APGDRand(Attack):
             broken[idx[newly]] = True
         return out, broken
 
+    def _exit_check(self, y: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        def check(x_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            leave = confirmed_adversarial(self.model, x_t, y[rows], self.early_exit, self.confirm_samples)
+            self._exited_in_loop += int(leave.sum())
+            return leave
+        return check
+
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each loss in turn; with ``early_exit = k``, a later loss runs only on the images whose earlier result is
         not confirmed adversarial by ``k`` fresh predictions (:func:`confirmed_adversarial`), as AutoAttack runs
         each attack only on the points still robust."""
         predict = EOT(self.model, self.eot_iter, self.chunk_size, reduction=self.eot_reduction, output="logits")
+        self._exited_in_loop = 0
         runs, path_adv = [], torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for loss in self.losses:
@@ -132,4 +245,6 @@ class APGDRand(Attack):
         self.last_info = {"path_adversarial": path_adv.cpu(), "returned_adversarial": (best > 0).cpu()}
         if self.early_exit:
             self.last_info["exited"] = int((~todo).sum())
+            if self.backend == "native":
+                self.last_info["exited_in_loop"] = self._exited_in_loop
         return out
