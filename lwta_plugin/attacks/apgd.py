@@ -181,12 +181,15 @@ class APGDRand(Attack):
         return torchattacks.APGD(predict, norm="Linf", eps=self.eps, steps=self.steps, n_restarts=1, loss=loss,
                                  eot_iter=1, rho=self.rho)
 
-    def _run(self, predict: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One APGD loss with restarts on the examples not broken yet; returns points and 'broken' flags."""
+    def _run(self, predict: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One APGD loss with restarts on the examples not broken yet; returns points, 'broken' flags and which
+        examples the native loop's early exit already confirmed adversarial."""
         apgd = None if self.backend == "native" else self._apgd(predict, loss, x)
         out = x.clone()
         broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        confirmed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.n_restarts):
             idx = (~broken).nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -195,7 +198,7 @@ class APGDRand(Attack):
             if apgd is None:
                 x_best, acc, loss_best, x_best_adv = apgd_linf(
                     predict, x[idx], y[idx], eps=self.eps, steps=self.steps, loss=loss, rho=self.rho,
-                    exit_check=self._exit_check(y[idx]) if self.early_exit else None)
+                    exit_check=self._exit_check(y[idx], confirmed, idx) if self.early_exit else None)
             else:
                 x_best, acc, loss_best, x_best_adv = apgd.attack_single_run(x[idx], y[idx])
             newly = ~acc.bool().to(x.device)
@@ -205,12 +208,15 @@ class APGDRand(Attack):
             out[idx[update]] = cand[update]
             best_loss[idx[update]] = loss_best[update]
             broken[idx[newly]] = True
-        return out, broken
+        return out, broken, confirmed
 
-    def _exit_check(self, y: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _exit_check(self, y: torch.Tensor, confirmed: torch.Tensor, idx: torch.Tensor
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The native loop's exit: confirm the misclassified iterates (rows of ``y``) and mark them in
+        ``confirmed`` (indexed by ``idx[row]``), so that they are not confirmed a second time between losses."""
         def check(x_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             leave = confirmed_adversarial(self.model, x_t, y[rows], self.early_exit, self.confirm_samples)
-            self._exited_in_loop += int(leave.sum())
+            confirmed[idx[rows[leave]]] = True
             return leave
         return check
 
@@ -219,7 +225,7 @@ class APGDRand(Attack):
         not confirmed adversarial by ``k`` fresh predictions (:func:`confirmed_adversarial`), as AutoAttack runs
         each attack only on the points still robust."""
         predict = EOT(self.model, self.eot_iter, self.chunk_size, reduction=self.eot_reduction, output="logits")
-        self._exited_in_loop = 0
+        exited_in_loop = 0
         runs, path_adv = [], torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for loss in self.losses:
@@ -228,13 +234,15 @@ class APGDRand(Attack):
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            cand, broken = self._run(predict, loss, x[idx], y[idx])
+            cand, broken, confirmed = self._run(predict, loss, x[idx], y[idx])
+            exited_in_loop += int(confirmed.sum())
             runs.append((idx, cand))
             path_adv[idx] |= broken
             if self.early_exit and broken.any():
-                b = broken.nonzero().squeeze(1)
+                b = (broken & ~confirmed).nonzero().squeeze(1)
                 sure = confirmed_adversarial(self.model, cand[b], y[idx[b]], self.early_exit, self.confirm_samples)
                 todo[idx[b[sure]]] = False
+                todo[idx[confirmed]] = False
         out = x.clone()
         best = torch.full((x.shape[0],), float("-inf"), device=x.device)
         for idx, cand in runs:  # of the losses' results, the one with the larger margin (ties: the first)
@@ -246,5 +254,5 @@ class APGDRand(Attack):
         if self.early_exit:
             self.last_info["exited"] = int((~todo).sum())
             if self.backend == "native":
-                self.last_info["exited_in_loop"] = self._exited_in_loop
+                self.last_info["exited_in_loop"] = exited_in_loop
         return out
