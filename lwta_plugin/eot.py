@@ -119,7 +119,8 @@ def auto_chunk_size(n_samples: int, batch: int, input_numel: int) -> int:
     return int(min(max(1, n_samples), max(1, rows // max(1, batch))))
 
 
-def _chunks(n: int, chunk: int) -> list[int]:
+def chunk_sizes(n: int, chunk: int) -> list[int]:
+    """``n`` split into parts of at most ``chunk``."""
     return [min(chunk, n - i) for i in range(0, n, chunk)]
 
 
@@ -255,7 +256,7 @@ class EOT(nn.Module):
         if n == 1:
             return self._draws(x, 1)[0]
         chunk = self.chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel())
-        sizes = _chunks(n, int(chunk))
+        sizes = chunk_sizes(n, int(chunk))
         ckpt = self._use_checkpoint(x, len(sizes))
         reduced = []
         for k in sizes:
@@ -325,7 +326,7 @@ def eot_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
     reduced = []
     outputs = (output, "logits") if output != "logits" else ("logits",)
     with torch.enable_grad():
-        for k in _chunks(n, chunk):
+        for k in chunk_sizes(n, chunk):
             outs = sample_outputs(model, xg, k, outputs, separate)
             per = loss_fn(outs[0].reshape(k * B, -1), y.repeat(k)).view(k, B)
             (g,) = torch.autograd.grad(per.sum() / n, xg)
@@ -342,5 +343,5 @@ def eot_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 1, chunk_siz
     n, separate = draw_plan(model, x, n_samples, stochastic)
     chunk = int(chunk_size or auto_chunk_size(n, x.shape[0], x[0].numel()))
     reduced = [reduce_chunk(sample_outputs(model, x, k, ("logits",), separate)[0], "probs")
-               for k in _chunks(n, chunk)]
+               for k in chunk_sizes(n, chunk)]
     return combine_chunks(reduced, n, "probs")

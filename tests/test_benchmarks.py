@@ -22,12 +22,13 @@ TINY = {
     "changes": ["--images", "2", "--samples", "2", "--repeat", "1", "--batch", "4"],
     "memory": ["--images", "2", "--samples", "3", "--configs", "eot_gradient auto chunk (default)",
                "peer loop (torchattacks EOTPGD)"],
+    "exit_rule": ["--images", "2", "--steps", "2", "--rules", "3x1", "2x2", "none"],
     "adaptive": ["--images", "2", "--repeat", "1", "--aa-iter", "2", "--shard", "1",
                  "--candidates", "cascade", *(["autoattack"] if HAVE_PEERS else [])],
 }
 
 
-@pytest.mark.slow  # seven subprocesses, about 2 minutes on 2 cores: tox -e slow
+@pytest.mark.slow  # nine subprocesses, about 2 minutes on 2 cores: tox -e slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_writes_json(name, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCH.parent)}

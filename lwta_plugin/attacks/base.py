@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..eot import eot_predict, margin_loss
+from ..eot import auto_chunk_size, chunk_sizes, draw_plan, eot_predict, margin_loss, sample_outputs
 
 try:  # optional dependency: the attacks are torchattacks attacks where it is installed
     from torchattacks.attack import Attack as _TorchattacksAttack
@@ -112,15 +112,30 @@ class BestIterate:
 def confirmed_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int,
                           samples: int, targeted: bool = False) -> torch.Tensor:
     """Which of the points ``x`` are misclassified by all of ``passes`` fresh predictions, each the average of
-    ``samples`` draws (the evaluation's inference rule): early exit stops attacking only such images.
-    ``targeted``: ``y`` are target labels, and a point counts where all predictions are the target."""
+    ``samples`` draws: early exit stops attacking only such images.
+    ``targeted``: ``y`` are target labels, and a point counts where all predictions are the target.
+
+    Predictions stop at an image's first correct one. With ``samples = 1`` they are single draws, computed in
+    batched passes of 1, 2, 4, ... draws of the images still wrong (a deterministic model: one pass)."""
     wrong = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    for _ in range(passes):
+    done, block = 0, 1
+    while done < passes:
         idx = wrong.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        pred = eot_predict(model, x[idx], samples).argmax(1)
-        wrong[idx] = pred == y[idx] if targeted else pred != y[idx]
+        k = min(block, passes - done) if samples == 1 else 1
+        if k == 1:
+            pred = eot_predict(model, x[idx], samples).argmax(1).unsqueeze(0)
+        else:
+            n, separate = draw_plan(model, x[idx], k)
+            chunk = auto_chunk_size(n, idx.numel(), x[0].numel())
+            with torch.inference_mode():
+                pred = torch.cat([sample_outputs(model, x[idx], c, ("logits",), separate)[0].argmax(-1)
+                                  for c in chunk_sizes(n, chunk)])
+            if n == 1:  # deterministic: one draw stands for all
+                k = passes - done
+        wrong[idx] = (pred == y[idx]).all(0) if targeted else (pred != y[idx]).all(0)
+        done, block = done + k, block * 2
     return wrong
 
 
