@@ -345,3 +345,21 @@ def eot_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 1, chunk_siz
     reduced = [reduce_chunk(sample_outputs(model, x, k, ("logits",), separate)[0], "probs")
                for k in chunk_sizes(n, chunk)]
     return combine_chunks(reduced, n, "probs")
+
+
+@torch.inference_mode()
+def eot_predictions(model: nn.Module, x: torch.Tensor, k: int, n_samples: int = 1,
+                    stochastic: bool | None = None) -> torch.Tensor:
+    """``k`` independent predictions, each :func:`eot_predict` of ``n_samples`` draws, ``[k, B, C]``, computed in
+    batched passes of whole predictions (a deterministic model: one prediction, repeated)."""
+    n, separate = draw_plan(model, x, k * n_samples, stochastic)
+    if n == 1:
+        return eot_predict(model, x, 1, stochastic=False).expand(k, -1, -1)
+    B, s = x.shape[0], n_samples
+    per = max(1, auto_chunk_size(n, B, x[0].numel()) // s)  # predictions per pass
+    out = []
+    for c in chunk_sizes(k, per):
+        draws = sample_outputs(model, x, c * s, ("logits",), separate)[0].view(c, s, B, -1)
+        out.append(reduce_samples(draws.transpose(0, 1).reshape(s, c * B, -1), "probs").view(c, B, -1))
+    return torch.cat(out)
+

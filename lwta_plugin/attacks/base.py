@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..eot import auto_chunk_size, chunk_sizes, draw_plan, eot_predict, margin_loss, sample_outputs
+from ..eot import eot_predict, eot_predictions, margin_loss
 
 try:  # optional dependency: the attacks are torchattacks attacks where it is installed
     from torchattacks.attack import Attack as _TorchattacksAttack
@@ -115,25 +115,16 @@ def confirmed_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pa
     ``samples`` draws: early exit stops attacking only such images.
     ``targeted``: ``y`` are target labels, and a point counts where all predictions are the target.
 
-    Predictions stop at an image's first correct one. With ``samples = 1`` they are single draws, computed in
-    batched passes of 1, 2, 4, ... draws of the images still wrong (a deterministic model: one pass)."""
+    Predictions stop at an image's first correct one; they are computed in batched passes of 1, 2, 4, ...
+    predictions of the images still wrong (:func:`~lwta_plugin.eot.eot_predictions`)."""
     wrong = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     done, block = 0, 1
     while done < passes:
         idx = wrong.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        k = min(block, passes - done) if samples == 1 else 1
-        if k == 1:
-            pred = eot_predict(model, x[idx], samples).argmax(1).unsqueeze(0)
-        else:
-            n, separate = draw_plan(model, x[idx], k)
-            chunk = auto_chunk_size(n, idx.numel(), x[0].numel())
-            with torch.inference_mode():
-                pred = torch.cat([sample_outputs(model, x[idx], c, ("logits",), separate)[0].argmax(-1)
-                                  for c in chunk_sizes(n, chunk)])
-            if n == 1:  # deterministic: one draw stands for all
-                k = passes - done
+        k = min(block, passes - done)
+        pred = eot_predictions(model, x[idx], k, samples).argmax(-1)
         wrong[idx] = (pred == y[idx]).all(0) if targeted else (pred != y[idx]).all(0)
         done, block = done + k, block * 2
     return wrong
