@@ -10,7 +10,7 @@ from _tiny_models import apgd_backend_available, quadrant_data, trained_cnn
 from torch import nn
 
 from lwta_plugin.attacks import EOTPGD, PGD, APGDRand
-from lwta_plugin.attacks.base import confirmed_adversarial
+from lwta_plugin.attacks.base import ExitBackoff, confirmed_adversarial
 from lwta_plugin.evaluation import EvaluationConfig
 from lwta_plugin.protocols import (
     EARLY_EXIT,
@@ -180,6 +180,38 @@ def test_batched_single_draw_confirmation_counts_every_draw():
     for passes in (1, 3, 7, 12):
         rate = confirmed_adversarial(model, x, y, passes, 1).float().mean().item()
         assert abs(rate - 0.9 ** passes) < 0.015, (passes, rate)
+
+
+class CountingCoinNet(CoinNet):
+    """A CoinNet the attacks can differentiate (its gradient is zero), counting the rows it is called on."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return super().forward(x) + 0.0 * x.flatten(1)[:, :1]
+
+
+def test_a_failed_exit_check_waits_before_the_next_so_boundary_points_do_not_cost_a_check_every_step():
+    """Known truth: a CoinNet point with q = .1 is misclassified by 90 % of the steps' draws, and a check of 50
+    single draws fails (some draw is right) after about ten draws. Checked at every step, such points cost about
+    ten extra forward rows per step, more than the attack's own pass; with the backoff (waits of 1, 2, 4, ...
+    steps) a 100-step attack checks each at most 7 times."""
+    n, steps = 64, 100
+    x, y = _coin_points(n, 0.1)
+    model = CountingCoinNet()
+    torch.manual_seed(0)
+    PGD(model, eps=0.3, steps=steps, random_start=False).set_early_exit(50, samples=1)(x, y)
+    assert model.rows < 3 * n * steps  # 100 gradient passes of every image, the last prediction, the checks
+    backoff, active = ExitBackoff(n, "cpu"), torch.arange(n)
+    checked = torch.zeros(n)
+    for step in range(steps):
+        checked[active] += (backoff.next_try[active] <= step).float()
+        active = active[~backoff.confirm(model, x[active], y[active], active, step, 50, 1)]  # as the attack does
+    assert int(checked.max()) <= 7  # at steps 0, 1, 3, 7, 15, 31, 63
+    assert int(checked[active].min()) == 7
 
 
 def test_early_exit_is_refused_where_the_steps_do_not_judge_the_model():

@@ -14,7 +14,8 @@ returned.
 pyautoattack's L-inf ``attack_single_run``, tested to return the same points from the same random state), which
 adds the early exit inside the loop: with ``early_exit = k``, an image whose iterate is misclassified by the step's
 averaged prediction and by all of ``k`` fresh predictions keeps that point and leaves the batch, so the gradient
-evaluations shrink with the robust images (AutoAttack only drops broken images between its attacks).
+evaluations shrink with the robust images (AutoAttack only drops broken images between its attacks); after a
+failed check an image waits 1, 2, 4, ... steps before its next one (:class:`~lwta_plugin.attacks.base.ExitBackoff`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..eot import EOT, eot_predict, margin_loss
-from .base import Attack, check_number, confirmed_adversarial, n_classes_of
+from .base import Attack, ExitBackoff, check_number, confirmed_adversarial, n_classes_of
 
 BACKENDS = ("auto", "native", "pyautoattack", "torchattacks")
 APGD_LOSSES = ("ce", "dlr")
@@ -67,11 +68,11 @@ def _oscillation(loss_steps: torch.Tensor, j: int, k: int, rho: float) -> torch.
 
 
 def apgd_linf(predict: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, loss: str,
-              rho: float = 0.75, exit_check: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+              rho: float = 0.75, exit_check: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One run of APGD (L-inf) from a random start: pyautoattack's ``attack_single_run`` on the active images.
 
-    Returns ``(x_best, robust, loss_best, x_best_adv)`` as pyautoattack does. ``exit_check(x_t, rows)``, called
+    Returns ``(x_best, robust, loss_best, x_best_adv)`` as pyautoattack does. ``exit_check(x_t, rows, step)``, called
     after each step with the misclassified iterates and their rows, returns which of them leave the batch (their
     iterate is kept as ``x_best_adv``); without it every image runs every step and the result is pyautoattack's.
     """
@@ -131,7 +132,7 @@ def apgd_linf(predict: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
                 k, counter = max(k - size_decr, n_iter_min), 0
             if exit_check is not None and (~pred).any():
                 wrong = (~pred).nonzero().squeeze(1)
-                leave = exit_check(x1[wrong], active[wrong])
+                leave = exit_check(x1[wrong], active[wrong], i)
                 if leave.any():
                     keep = torch.ones(active.numel(), dtype=torch.bool, device=x.device)
                     keep[wrong[leave]] = False
@@ -211,11 +212,14 @@ class APGDRand(Attack):
         return out, broken, confirmed
 
     def _exit_check(self, y: torch.Tensor, confirmed: torch.Tensor, idx: torch.Tensor
-                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The native loop's exit: confirm the misclassified iterates (rows of ``y``) and mark them in
-        ``confirmed`` (indexed by ``idx[row]``), so that they are not confirmed a second time between losses."""
-        def check(x_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            leave = confirmed_adversarial(self.model, x_t, y[rows], self.early_exit, self.confirm_samples)
+                    ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+        """The native loop's exit: confirm the misclassified iterates (rows of ``y``; tried as an
+        :class:`ExitBackoff` allows) and mark them in ``confirmed`` (indexed by ``idx[row]``), so that they are not
+        confirmed a second time between losses."""
+        backoff = ExitBackoff(y.shape[0], y.device)
+
+        def check(x_t: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+            leave = backoff.confirm(self.model, x_t, y[rows], rows, step, self.early_exit, self.confirm_samples)
             confirmed[idx[rows[leave]]] = True
             return leave
         return check

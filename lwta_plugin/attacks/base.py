@@ -130,6 +130,30 @@ def confirmed_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pa
     return wrong
 
 
+class ExitBackoff:
+    """Which images' misclassified iterates an early exit confirms at a step. A failed confirmation (a fresh draw
+    still classifies the point right) doubles that image's wait before its next try: a point at the decision
+    boundary costs a handful of confirmations per attack instead of up to ``passes`` draws at every step."""
+
+    def __init__(self, n: int, device: torch.device | str):
+        self.next_try = torch.zeros(n, dtype=torch.long, device=device)
+        self.wait = torch.ones(n, dtype=torch.long, device=device)
+
+    def confirm(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, step: int,
+                passes: int, samples: int, targeted: bool = False) -> torch.Tensor:
+        """Of the points ``x`` (images ``rows``) at ``step``, which are confirmed adversarial now (by
+        :func:`confirmed_adversarial`); images still waiting are not checked and count as not confirmed."""
+        out = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
+        due = (self.next_try[rows] <= step).nonzero().squeeze(1)
+        if due.numel() == 0:
+            return out
+        out[due] = confirmed_adversarial(model, x[due], y[due], passes, samples, targeted)
+        failed = rows[due[~out[due]]]
+        self.next_try[failed] = step + self.wait[failed]
+        self.wait[failed] *= 2
+        return out
+
+
 @contextlib.contextmanager
 def training_mode(model: nn.Module, model_training: bool = False, batchnorm_training: bool = False,
                   dropout_training: bool = False) -> Iterator[nn.Module]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..eot import LOSSES, eot_gradient, eot_predict
-from .base import Attack, BestIterate, check_number, confirmed_adversarial, project_linf
+from .base import Attack, BestIterate, ExitBackoff, check_number, project_linf
 
 
 class PGD(Attack):
@@ -36,7 +36,8 @@ class PGD(Attack):
     Early exit (:meth:`set_early_exit` ``(k)``, or ``early_exit=k`` to :func:`~lwta_plugin.attacks.build_attack`): after each step, an image whose point was misclassified by the step's averaged
     prediction is checked with ``k`` fresh predictions of ``confirm_samples`` draws each
     (:func:`~lwta_plugin.attacks.base.confirmed_adversarial`); if all are wrong, that point is returned and the
-    image costs no more gradients (the batch shrinks as the attack goes; ``on_step`` then sees fewer steps).
+    image costs no more gradients (the batch shrinks as the attack goes; ``on_step`` then sees fewer steps). An
+    image whose check failed waits 1, 2, 4, ... steps before its next check (:class:`~lwta_plugin.attacks.base.ExitBackoff`).
     """
 
     supports_early_exit = True  # not transfer: its steps judge the surrogate (Transfer sets it False)
@@ -87,7 +88,8 @@ class PGD(Attack):
         sign = -1.0 if self.targeted else 1.0  # targeted: y are the targets, and their loss is minimised
         active = torch.arange(x.shape[0], device=x.device)  # images still attacked (early exit removes some)
         trace = []
-        for _ in range(self.steps):
+        backoff = ExitBackoff(x.shape[0], x.device)
+        for step in range(self.steps):
             if active.numel() == 0:
                 break
             with self.context():
@@ -101,7 +103,7 @@ class PGD(Attack):
             trace.append(step_loss)
             x_adv[active] = project_linf(xa + self.alpha * (sign * g.grad).sign(), x[active], self.eps)
             if self.early_exit:
-                active = self._exit(best, active, xa, ya, g.log_probs)
+                active = self._exit(best, active, xa, ya, g.log_probs, backoff, step)
         if active.numel():
             with self.context():
                 if self.on_step is not None:
@@ -115,16 +117,16 @@ class PGD(Attack):
         return best.x
 
     def _exit(self, best: BestIterate, active: torch.Tensor, xa: torch.Tensor, ya: torch.Tensor,
-              log_probs: torch.Tensor) -> torch.Tensor:
+              log_probs: torch.Tensor, backoff: ExitBackoff, step: int) -> torch.Tensor:
         """Early exit: the active images whose point ``xa`` is confirmed adversarial on the attacked model get that
-        point as their result and leave; returns the images still attacked."""
+        point as their result and leave (tried as ``backoff`` allows); returns the images still attacked."""
         pred = log_probs.argmax(1)
         cand = (pred == ya if self.targeted else pred != ya).nonzero().squeeze(1)
         if cand.numel() == 0:
             return active
         done = torch.zeros(active.numel(), dtype=torch.bool, device=active.device)
-        done[cand] = confirmed_adversarial(self.model, xa[cand], ya[cand], self.early_exit, self.confirm_samples,
-                                           self.targeted)
+        done[cand] = backoff.confirm(self.model, xa[cand], ya[cand], active[cand], step, self.early_exit,
+                                     self.confirm_samples, self.targeted)
         rows = active[done]
         best.x[rows] = xa[done].detach()
         best.margin[rows] = torch.clamp(best.margin[rows], min=torch.finfo(best.margin.dtype).tiny)
