@@ -142,6 +142,23 @@ def _eot_ratios(r: dict) -> dict[str, float]:
     return out
 
 
+def _adaptive_repeated(runs: list[dict]) -> list[tuple[str, str, str, str, str, str]]:
+    """Repeated end-to-end runs: per candidate the median wall time, its range, and the robust accuracies."""
+    loads = [r.get("loadavg_during", {}).get("max", float("nan")) for r in runs]
+    cmd = re.sub(r"-run\d+\b", "-runN", runs[0]["command"])
+    out = []
+    for cand in [x["candidate"] for x in runs[0]["rows"]]:
+        rows = [x for r in runs for x in r["rows"] if x["candidate"] == cand]
+        t = [x["median_s"] for x in rows]
+        acc = sorted({f"{100 * x['robust_acc']:.2f} % [{100 * x['ci_low']:.2f}, {100 * x['ci_high']:.2f}]"
+                      for x in rows})
+        label = (f"end to end: {cand}, {runs[0]['images']} images, {runs[0]['machine']['threads']} thread(s) "
+                 f"(wall time; robust {' / '.join(acc)})")
+        out.append((label, f"{statistics.median(t):.0f} s", f"{min(t):.0f}-{max(t):.0f} s", str(len(t)),
+                    f"{min(loads):.1f}-{max(loads):.1f}", cmd))
+    return out
+
+
 def repeated_rows(d: Path) -> list[tuple[str, str, str, str, str, str]]:
     """Per group of repeated runs and ratio: (measurement, median, min-max, runs, load range, command)."""
     groups: dict[str, list[dict]] = {}
@@ -151,6 +168,9 @@ def repeated_rows(d: Path) -> list[tuple[str, str, str, str, str, str]]:
             groups.setdefault(m["group"], []).append(json.loads(p.read_text()))
     out = []
     for group, runs in sorted(groups.items()):
+        if group.split("-")[0] == "adaptive":
+            out += _adaptive_repeated(runs)
+            continue
         if group.split("-")[0] != "eot":
             continue
         per_run = [_eot_ratios(r) for r in runs]

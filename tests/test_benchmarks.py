@@ -88,6 +88,23 @@ def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
     assert row[5] == "python benchmarks/bench_eot.py --tag x-runN"
 
 
+def test_summarize_takes_the_median_of_repeated_end_to_end_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    for i, (seconds, load) in enumerate([(1700.0, 2.1), (1500.0, 2.0), (1650.0, 2.2)], start=1):
+        (tmp_path / f"adaptive-x-run{i}.json").write_text(json.dumps({
+            "command": f"python benchmarks/bench_adaptive.py --tag x-run{i}", "machine": {"threads": 2},
+            "images": 1000, "loadavg_during": {"min": load, "max": load},
+            "rows": [{"candidate": "cascade", "median_s": seconds, "min_s": seconds, "max_s": seconds,
+                      "robust_acc": 0.0008, "ci_low": 0.0002, "ci_high": 0.0032}]}))
+    assert summarize.rows(tmp_path) == []
+    (row,) = summarize.repeated_rows(tmp_path)
+    assert row[0] == "end to end: cascade, 1000 images, 2 thread(s) (wall time; robust 0.08 % [0.02, 0.32])"
+    assert row[1:5] == ("1650 s", "1500-1700 s", "3", "2.0-2.2")
+    assert row[5] == "python benchmarks/bench_adaptive.py --tag x-runN"
+
+
 def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
     """The peer's sharded run: a bounded sitting writes only its shards, a rerun finishes, results concatenate."""
     import argparse
