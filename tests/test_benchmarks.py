@@ -74,10 +74,16 @@ def test_literal_reference_sampler_is_the_same_distribution():
     assert torch.allclose(ours, literal, atol=0.03), (ours, literal)
 
 
-def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
+def _summarize():
+    """benchmarks/summarize.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
     summarize = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summarize)
+    return summarize
+
+
+def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
+    summarize = _summarize()
     for i, (ratio, load) in enumerate([(1.0, 0.5), (3.0, 0.9), (2.0, 4.0)], start=1):
         (tmp_path / f"eot-x-run{i}.json").write_text(json.dumps({
             "command": f"python benchmarks/bench_eot.py --tag x-run{i}", "machine": {"loadavg_at_end": [load]},
@@ -89,9 +95,7 @@ def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
 
 
 def test_summarize_takes_the_median_of_repeated_end_to_end_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
-    summarize = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summarize)
+    summarize = _summarize()
     for i, (seconds, load) in enumerate([(1700.0, 2.1), (1500.0, 2.0), (1650.0, 2.2)], start=1):
         (tmp_path / f"adaptive-x-run{i}.json").write_text(json.dumps({
             "command": f"python benchmarks/bench_adaptive.py --tag x-run{i}", "machine": {"threads": 2},
@@ -141,9 +145,7 @@ def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
 
 
 def test_summarize_lists_the_end_to_end_rows_and_marks_a_loaded_run(tmp_path):
-    spec = importlib.util.spec_from_file_location("summarize", BENCH / "summarize.py")
-    summarize = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summarize)
+    summarize = _summarize()
     row = {"median_s": 600.0, "min_s": 590.0, "max_s": 640.0, "runs": 3, "robust_acc": 0.002, "ci_low": 0.0,
            "ci_high": 0.01}
     (tmp_path / "adaptive-x.json").write_text(json.dumps({
