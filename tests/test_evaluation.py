@@ -330,6 +330,35 @@ def test_entry_is_complete_and_valid(tmp_path, ckpt):
     assert "seconds" not in path.read_text() and "finished" not in path.read_text()
 
 
+def test_cascade_clean_stage_is_the_clean_result_not_a_second_scoring(tmp_path, ckpt, monkeypatch):
+    """Issue 17: the cascade's clean stage reads the standalone clean batches (the same predictions and fresh draws
+    of the same images) instead of scoring those images a second time, also when a clean batch spans blocks."""
+    from lwta_plugin.evaluation.runner import ProtocolRun
+
+    scored = []
+    original = ProtocolRun.run_task
+
+    def run_task(self, spec, b, rows=None):
+        scored.append(spec.key)
+        return original(self, spec, b, rows)
+
+    monkeypatch.setattr(ProtocolRun, "run_task", run_task)
+    few = {"attacks": ["clean", "pgd", "eot_pgd"], "overrides": {"smoke": {"clean": {"batch_size": 4}}}}
+    _evaluate(tmp_path, ckpt, **few)  # clean in batches of 4 (images 0-3, 4-5), cascade blocks of 3
+    assert "cascade/clean" not in scored and scored.count("clean") == 2
+    entry = json.loads(entry_file(tmp_path).read_text())
+    clean, stage = entry["attacks"]["clean"], entry["cascade"]["stages"][0]
+    assert stage["attack"] == "clean" and stage["n_attacked"] == 6
+    assert stage["per_example_correct"] == clean["per_example_correct"]
+    assert stage["per_example_fresh"] == clean["per_example_fresh"]
+    timing = json.loads((entry_file(tmp_path).parent / "timing" / entry_file(tmp_path).name).read_text())
+    assert timing["seconds"]["cascade/clean"] == 0
+    # a clean result that covers only images 0-3: block 0 (images 0-2) reads it, block 1 (3-5) is scored itself
+    scored.clear()
+    _evaluate(tmp_path / "short", ckpt, attacks=["clean", "pgd"], overrides={"smoke": {"clean": {"n_examples": 4}}})
+    assert scored.count("cascade/clean") == 1
+
+
 def test_rerun_is_up_to_date_and_fresh_run_identical(tmp_path, ckpt, reference):
     _evaluate(tmp_path, ckpt)
     assert entry_file(tmp_path).read_bytes() == reference

@@ -275,6 +275,47 @@ class ProtocolRun:
             for spec, j, rows in todo:
                 run(spec, j, rows)
 
+    def clean_sources(self, rows: list[int]) -> list[tuple[AttackSpec, int]] | None:
+        """The batches of the standalone ``clean`` result that hold the cascade images ``rows`` (indices from the
+        cascade's start), or None if it does not cover them all: its records then give the cascade's clean stage
+        (:meth:`clean_stage_record`) instead of scoring the same images a second time."""
+        chain = self.protocol.cascade
+        spec = next((a for a in self.protocol.attacks if a.key == "clean" and a.kind == "clean"), None)
+        if chain is None or spec is None or not rows:
+            return None
+        where = [chain.start + i - spec.start for i in rows]
+        if min(where) < 0 or max(where) >= spec.n_examples:
+            return None
+        return [(spec, b) for b in sorted({w // spec.batch_size for w in where})]
+
+    def clean_stage_record(self, b: int, rows: list[int]) -> dict | None:
+        """The cascade's clean stage of block ``b`` (images ``rows``) taken from the finished standalone clean
+        batches (:meth:`clean_sources`): the same predictions and fresh draws of the same images, so the stage
+        agrees with the clean result image by image. None if they do not cover the rows or are not finished."""
+        sources = self.clean_sources(rows)
+        recs = [self.record(spec, sb) for spec, sb in sources or []]
+        if sources is None or any(r is None for r in recs):
+            return None
+        spec = sources[0][0]
+        counts: dict[int, str] = {}
+        fresh: dict[int, str] = {}
+        for rec in recs:
+            for k in range(rec["stop"] - rec["start"]):
+                counts[rec["start"] + k] = rec["counts"][k]
+                if "fresh" in rec:
+                    fresh[rec["start"] + k] = rec["fresh"][k]
+        where = [self.protocol.cascade.start + i - spec.start for i in rows]
+        record: dict[str, Any] = {"attack": self.stage_spec("clean").key, "batch": b, "indices": list(rows),
+                                  "config_sha256": self.config_sha256, "from": spec.key,
+                                  "counts": "".join(counts[w] for w in where)}
+        if self.protocol.scoring.fresh:
+            if len(fresh) != len(counts):
+                return None
+            record["fresh"] = "".join(fresh[w] for w in where)
+        record["seconds"] = 0.0
+        record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        return record
+
     def run_task(self, spec: AttackSpec, b: int, rows: list[int] | None = None) -> dict:
         """Run one batch of one attack (seeded from its identity only) and return its record; ``rows``: the
         cascade's images of a stage batch (indices from the cascade's start) instead of the spec's slice.
@@ -406,9 +447,16 @@ class ProtocolRun:
 
         def run(spec: AttackSpec, b: int, rows: list[int] | None = None) -> None:
             nonlocal ran
+            record = None
+            if rows is not None and spec.key == self.stage_spec("clean").key:
+                for source, sb in self.clean_sources(rows) or []:
+                    if self.record(source, sb) is None:
+                        run(source, sb)  # its own task, run now: the clean stage is read from it
+                record = self.clean_stage_record(b, rows)
             if bar is not None:
                 bar.set_postfix_str(spec.key)
-            record = self.run_task(spec, b, rows)
+            if record is None:
+                record = self.run_task(spec, b, rows)
             atomic_write_json(self.task_path(spec, b), record)
             ran += 1
             if bar is not None:
@@ -424,7 +472,8 @@ class ProtocolRun:
         try:
             self._run_cascade(shard, run, announce)
             for _, spec, b in todo:
-                run(spec, b)
+                if self.record(spec, b) is None:  # the cascade's clean stage may have run it already
+                    run(spec, b)
             self._run_cascade(shard, run, announce)
         finally:
             if bar is not None:
