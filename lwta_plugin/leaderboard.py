@@ -203,23 +203,60 @@ def _hp_text(hp: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
 
 
+def _by_variant(group: list[dict], text) -> list[tuple[str, list[str]]]:
+    """The distinct ``text(entry)`` of the entries of ``group`` (None: skipped), each with its models, in order."""
+    out: dict[str, list[str]] = {}
+    for e in group:
+        t = text(e)
+        if t is not None:
+            out.setdefault(t, []).append(e["model"])
+    return list(out.items())
+
+
+def _variants_text(variants: list[tuple[str, list[str]]]) -> str:
+    """One text when every entry agrees, else each variant followed by the models it holds for."""
+    if len(variants) == 1:
+        return variants[0][0]
+    common = max(range(len(variants)), key=lambda i: len(variants[i][1]))  # the first of the most common
+
+    def who(i: int) -> str:
+        return "the others" if i == common else ", ".join(f"`{m}`" for m in variants[i][1])
+    return "; ".join(f"{t} ({who(i)})" for i, (t, _) in enumerate(variants))
+
+
+def _scoring_text(group: list[dict]) -> str:
+    """The scoring of a section's entries (per model where they differ, e.g. 10 predictions per image in the
+    full-scale entries beside 5 in older ones)."""
+    def text(e: dict) -> str:
+        sc = e["protocol"]["scoring"]
+        return (f"S = {sc['samples']} pass{'es' if sc['samples'] != 1 else ''} per prediction, {sc['passes']} "
+                f"prediction{'s' if sc['passes'] != 1 else ''} per image, sampling `{sc['sampling']}`")
+    return "Scoring: " + _variants_text(_by_variant(group, text)) + "."
+
+
 def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
-    """One line per attack: description, hyperparameters, EOT samples (from the first entry that has it)."""
-    lines = []
+    """One line per attack: description, hyperparameters, EOT samples; where the entries ran an attack with other
+    settings (e.g. another early-exit rule), each setting with its models."""
     threat = threat_eps(group[0]["dataset"])
-    for key in ["clean", *keys]:
-        r = next(e["attacks"][key] for e in group if key in e["attacks"])
-        bits = [r["description"] or r["attack"]]
-        if r["hyperparameters"]:
-            bits.append(_hp_text(r["hyperparameters"]))
-        if r["eot_samples"] > 1:
-            bits.append(f"EOT {r['eot_samples']}")
-        if r["kind"] == "adversarial" and not r["bounded"]:
-            bits.append("unbounded: not in the worst case")
-        elif r["kind"] == "adversarial" and not in_worst_case(r, threat):
-            bits.append(f"eps {effective_eps(r):g} below the threat model's {threat:g}: not in the worst case")
-        lines.append(f"`{key}`: " + "; ".join(bits))
-    return lines
+
+    def line(key: str):
+        def text(e: dict) -> str | None:
+            r = e["attacks"].get(key)
+            if r is None:
+                return None
+            bits = [r["description"] or r["attack"]]
+            if r["hyperparameters"]:
+                bits.append(_hp_text(r["hyperparameters"]))
+            if r["eot_samples"] > 1:
+                bits.append(f"EOT {r['eot_samples']}")
+            if r["kind"] == "adversarial" and not r["bounded"]:
+                bits.append("unbounded: not in the worst case")
+            elif r["kind"] == "adversarial" and not in_worst_case(r, threat):
+                bits.append(f"eps {effective_eps(r):g} below the threat model's {threat:g}: not in the worst case")
+            return "; ".join(bits)
+        return text
+
+    return [f"`{key}`: " + _variants_text(_by_variant(group, line(key))) for key in ["clean", *keys]]
 
 
 _INTRO = ("Accuracies in % as mean [95 % confidence interval]; n = images (in the header when the whole column "
@@ -333,9 +370,7 @@ def render_markdown(entries: list[dict], sort: str = "robust", command: str = "l
         lines += [f"### `{proto}`: {first['title']}", ""]
         if first["smoke"]:
             lines += ["**SMOKE TEST: tiny attack budgets; these numbers are not robustness estimates.**", ""]
-        sc = first["scoring"]
-        lines += [(f"Scoring: S = {sc['samples']} passes per prediction, {sc['passes']} predictions per image, "
-                   f"sampling `{sc['sampling']}`."), ""]
+        lines += [_scoring_text(group), ""]
         keys = _attack_keys(group)
         header, rows, notes = _table(group, keys)
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -409,9 +444,7 @@ def render_html(entries: list[dict], sort: str = "robust", command: str = "lwta 
         if first["smoke"]:
             parts.append("<p class=\"smoke\">SMOKE TEST: tiny attack budgets; these numbers are not robustness "
                          "estimates.</p>")
-        sc = first["scoring"]
-        parts.append(f"<p>Scoring: S = {sc['samples']} passes per prediction, {sc['passes']} predictions per "
-                     f"image, sampling {esc(sc['sampling'])}.</p>")
+        parts.append(f"<p>{esc(_scoring_text(group).replace('`', ''))}</p>")
         keys = _attack_keys(group)
         header, rows, notes = _table(group, keys)
         parts.append("<table class=\"lb\"><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)

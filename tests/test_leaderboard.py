@@ -304,6 +304,27 @@ def test_rendered_markdown(board):
     assert "Tables 6 and 7" in md  # the notes on the paper's numbers
 
 
+def test_settings_that_differ_between_entries_are_shown_per_model(board):
+    """A section's scoring line and attack list are not the first entry's: entries of one protocol run with other
+    passes or hyperparameters (e.g. a full-scale entry beside older ones) each show theirs, with their models."""
+    entries = [e for e in entries_mod.load_entries(board) if e["protocol"]["name"] == "paper"]
+    assert len(entries) == 2
+    md = render_markdown(entries)
+    assert "Scoring: S = 5 passes per prediction, 2 predictions per image, sampling `paper`." in md
+    changed = copy.deepcopy(entries)
+    relu = next(e for e in changed if e["model"] == "relu_softmax")
+    relu["protocol"]["scoring"]["passes"] = 10
+    relu["attacks"]["pgd"]["hyperparameters"]["steps"] = 7
+    md = render_markdown(changed)
+    assert ("2 predictions per image, sampling `paper` (the others); S = 5 passes per prediction, 10 "
+            "predictions per image, sampling `paper` (`relu_softmax`).") in md
+    pgd = next(line for line in md.splitlines() if line.startswith("- `pgd`:"))
+    assert "steps=7" in pgd and "(`relu_softmax`)" in pgd and "(the others)" in pgd
+    cw = next(line for line in md.splitlines() if line.startswith("- `cw`:"))
+    assert "`relu_softmax`" not in cw  # the same settings: one text
+    assert "10 predictions per image" in render_html(changed)
+
+
 def test_paper_tables_cell_by_cell(board):
     entries = entries_mod.load_entries(board)
     shipped = {"lwta_ibp_softmax", "relu_softmax", "lwta_softmax"}
