@@ -6,8 +6,9 @@ Candidates (all under ``torch.inference_mode``, eval mode, the exact sampler):
                     draws, chunked to ``model.max_rows`` rows, the first conv computed once for all draws);
 * ``lwta_S_noshare`` the same S draws without sharing the first conv (``model.body`` on the input repeated S
                     times): what the sharing buys;
-* ``lwta_S_rows128`` / ``lwta_1_rows128``: ``lwta_S`` / ``lwta_1`` with ``model.max_rows = 128`` (passes of at most
-                    128 rows: less memory traffic per row on this CPU);
+* ``lwta_S_rowsR`` / ``lwta_1_rowsR``: ``lwta_S`` / ``lwta_1`` with ``model.max_rows = R`` (``--other-rows``,
+                    default 1024, the default before 2026-12-07: one pass of S x B rows; the default is now 128,
+                    less memory traffic per row on this CPU);
 * ``lwta_1``        ``model(x)`` with one draw (one stochastic forward pass of the same network);
 * ``relu_1``        one forward pass of the ReLU baseline (``relu_tanh16``, same architecture, no LWTA, no IBP).
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = parser(__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="lwta_ibp_tanh16")
     ap.add_argument("--baseline", default="relu_tanh16")
+    ap.add_argument("--other-rows", type=int, default=1024, help="max_rows of the rowsR candidates")
     ap.add_argument("--images", type=int, default=None, help="images per call (small 100, full 1000)")
     ap.add_argument("--samples", type=int, default=5, help="S, draws averaged at inference")
     args = ap.parse_args(argv)
@@ -71,8 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.inference_mode():
             return relu(x)
 
-    fns = {"lwta_S": lwta(S), "lwta_S_noshare": noshare, "lwta_S_rows128": lwta(S, 128), "lwta_1": lwta(1),
-           "lwta_1_rows128": lwta(1, 128), "relu_1": relu1, "first_conv_only": first_linear}
+    other = args.other_rows
+    fns = {"lwta_S": lwta(S), "lwta_S_noshare": noshare, f"lwta_S_rows{other}": lwta(S, other), "lwta_1": lwta(1),
+           f"lwta_1_rows{other}": lwta(1, other), "relu_1": relu1, "first_conv_only": first_linear}
     t = {k: v["median_s"] for k, v in compare(fns, repeat=repeat, warmup=args.warmup).items()}
     rows = [{"candidate": k.replace("_S", f"_{S}"), "seconds": v, "images_per_s": B / v,
              "vs_lwta_1": v / t["lwta_1"], "vs_relu_1": v / t["relu_1"]} for k, v in t.items()]
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
            {"model": args.model, "baseline": args.baseline, "images": B, "samples": S, "repeat": repeat,
             "max_rows": model.max_rows, "targets": targets,
             "sharing_speedup": t["lwta_S_noshare"] / t["lwta_S"], "floor_with_first_conv_shared": floor,
-            "ratio_at_128_rows": t["lwta_S_rows128"] / t["lwta_1_rows128"],
+            "other_rows": other, "ratio_at_other_rows": t[f"lwta_S_rows{other}"] / t[f"lwta_1_rows{other}"],
             "unit": "median seconds per call of B images; ratios are time ratios"}, args)
     print(f"target S={S} inference <= {TARGET}x one pass: measured {ratio:.2f}x -> "
           f"{'met' if ratio <= TARGET else 'NOT met'}; sharing the first conv: "

@@ -87,6 +87,13 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
                 out.append((f"S={S} inference: 128-row passes vs max_rows={r['max_rows']} (speedup)",
                             f"{by[f'lwta_{S}']['seconds'] / by[f'lwta_{S}_rows128']['seconds']:.2f}x", "",
                             f"B={r['images']}, {_ctx(r)}", r["command"]))
+            if "ratio_at_other_rows" in r:
+                o = r["other_rows"]
+                out.append((f"S={S} inference / one forward pass, both in passes of <= {o} rows",
+                            f"{r['ratio_at_other_rows']:.2f}x", "", f"B={r['images']}, {_ctx(r)}", r["command"]))
+                out.append((f"S={S} inference: max_rows={r['max_rows']} vs {o}-row passes (speedup)",
+                            f"{by[f'lwta_{S}_rows{o}']['seconds'] / by[f'lwta_{S}']['seconds']:.2f}x", "",
+                            f"B={r['images']}, {_ctx(r)}", r["command"]))
             out.append((f"S={S} inference / one pass of the ReLU baseline", f"{by[f'lwta_{S}']['vs_relu_1']:.2f}x", "",
                         f"B={r['images']}, {_ctx(r)}", r["command"]))
             out.append(("one LWTA-IBP pass / one ReLU pass", f"{by['lwta_1']['vs_relu_1']:.2f}x", "",

@@ -30,6 +30,11 @@ _NAME = re.compile(r"^(relu|lwtamax|lwta)(_ibp)?_([a-z0-9]+?)(?:_u(\d+))?(?:_(fg
 # Variants of an architecture: "fgsm" FGSM adversarial training; "refcode" the authors' code behaviour (layers.py
 # module docstring), a reproduction tool for IBP models that changes the IBP parameters and the training objective.
 VARIANTS = ("", "fgsm", "refcode")
+# Rows (images x draws) per batched pass at inference. The first layer's activations are 200 KB per MNIST row, so a
+# pass of 500 rows (S = 5 draws of 100 images) works far outside the caches: on this 2-core CPU with one thread,
+# 128-row passes made S = 5 inference 1.3-1.9x faster than 1,024-row ones in every measurement
+# (benchmarks/bench_inference.py; benchmarks/README.md). Same draws' distribution either way.
+MAX_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,7 @@ class LWTANet(InferenceSamples, nn.Module):
         self.decoder = ECOCDecoder(self.code)
         self.samples = samples
         self.output = output
-        self.max_rows = 1024  # rows per batched pass at inference (see forward_samples_chunked)
+        self.max_rows = MAX_ROWS  # rows per batched pass at inference (see forward_samples_chunked)
 
     @property
     def n_classes(self) -> int:
@@ -312,7 +317,7 @@ class LWTANet(InferenceSamples, nn.Module):
     def forward_samples_chunked(self, x: torch.Tensor, n: int, output: str | None = None) -> torch.Tensor:
         """:meth:`forward_samples` in passes of at most ``max_rows`` rows (images x samples).
 
-        On CPU, passes of a few hundred rows keep the activations in cache; one pass of thousands of rows is
+        On CPU, passes of about a hundred rows keep the activations in cache; one pass of thousands of rows is
         several times slower (page faults on the large temporaries). Same distribution, same result shape.
         """
         B = x.shape[0]
