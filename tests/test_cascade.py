@@ -258,3 +258,39 @@ def test_adaptive_protocol_has_cascade_fresh_scoring_and_early_exit_and_they_swi
     assert "--no-cascade" not in EvaluationConfig("lwta_ibp_softmax").command("lwta_ibp_softmax", "paper")
     with pytest.raises(ValueError, match="cascade must be true or false"):
         EvaluationConfig("lwta_ibp_softmax", cascade="no")
+
+
+class SlopedCoinNet(nn.Module):
+    """A CoinNet whose per-draw accuracy is the image's first pixel, with a (tiny) gradient that always points the
+    FGSM step towards lower accuracy, and a confidence that varies from draw to draw."""
+
+    stochastic = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        q, y = flat[:, 0], flat[:, 1].round().long()
+        label = torch.where(torch.rand_like(q) < q, y, 1 - y)
+        scale = 5.0 * (0.5 + torch.rand_like(q))[:, None]
+        return scale * nn.functional.one_hot(label, 2).float() + 0.01 * q[:, None] * nn.functional.one_hot(y, 2)
+
+
+def test_fgsm_judges_its_two_points_by_an_averaged_prediction_not_one_draw():
+    """Known truth: the clean point is right in 70 % of draws, FGSM's step (eps .7) in none. Judged by one draw
+    each, the clean point looks more adversarial than the step whenever its draw is wrong (30 %) and more confident
+    (half of those): 15 % of the images come back at the clean point, which the scoring gets right 70 % of the time
+    (the silent successes of the shipped model's FGSM). Judged by 10-draw averages the step comes back for every
+    image."""
+    from lwta_plugin.attacks import FGSM
+
+    model = SlopedCoinNet()
+    x, y = _coin_points(2000, 0.7)
+    torch.manual_seed(0)
+    one = FGSM(model, eps=0.7, select_samples=1)
+    stepped_one = (one(x, y)[:, 0, 0, 0] < 0.35).float().mean().item()
+    assert abs(stepped_one - 0.85) < 0.04
+    torch.manual_seed(0)
+    ten = FGSM(model, eps=0.7)
+    xa = ten(x, y)
+    assert ten.hparams["select_samples"] == 10
+    assert (xa[:, 0, 0, 0] < 0.35).float().mean().item() > 0.99
+    assert bool(ten.last_info["path_adversarial"].all()) and bool(ten.last_info["returned_adversarial"].all())
