@@ -19,6 +19,7 @@ class FGSM(PGD):
 
     name = "fgsm"
     white_box, iterative = True, False
+    supports_early_exit = False  # one step: nothing to stop early
     budget_keys = ("eot_samples",)
 
     def __init__(self, model: nn.Module, *, eps: float = 0.3, loss: str = "ce", eot_samples: int = 1,
