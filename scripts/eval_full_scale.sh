@@ -7,6 +7,7 @@
 # A finished entry is published: copied with its timing file into leaderboard/mnist/Linf/ (replacing the smaller
 # adaptive entry there), then the leaderboard and FINDINGS are re-rendered.
 # Usage: scripts/eval_full_scale.sh [model ...]   (default: every shipped MNIST model, in the order below)
+# Two queues may run at once (one per core): each skips the model the other holds and takes the next.
 # Order: the published headline model, then the deterministic models (ReLU and LWTAmax without IBP: one pass per
 # prediction, minutes each), then the FGSM-trained ones (is their ~50 % under PGD gradient masking?) and the README's
 # lwta_ibp_tanh16, then the rest.
@@ -24,11 +25,15 @@ ORDER=(lwta_ibp_softmax
        lwtamax_ibp_logisticens10 lwta_ibp_softmax_refcode)
 [ $# -gt 0 ] && ORDER=("$@")
 shipped=$("$PY" -c "import lwta_plugin.zoo as z; print(' '.join(k.split('/')[1] for k in z.read_manifest()['models'] if k.startswith('mnist/')))")
+failed=0
 for name in "${ORDER[@]}"; do
   case " $shipped " in *" $name "*) ;; *) echo "skip $name (not shipped)"; continue ;; esac
   entry=$OUT/mnist/Linf/${name}__adaptive.json
   echo "=== $name ($(date -u +%FT%TZ))"
-  "$LWTA" evaluate --model "$name" --protocol adaptive --threads 1 --out-dir "$OUT" --no-progress
+  # a model another queue is evaluating (its lock is held) or one that fails is skipped: the queue goes on
+  if ! "$LWTA" evaluate --model "$name" --protocol adaptive --threads 1 --out-dir "$OUT" --no-progress; then
+    echo "skipped $name (failed, or another process holds its state: see above)"; failed=1; continue
+  fi
   [ -f "$entry" ] && [ ! -d "$OUT/mnist/Linf/.${name}__adaptive.partial" ] || continue
   published=leaderboard/mnist/Linf/${name}__adaptive.json
   if ! cmp -s "$entry" "$published"; then
@@ -41,3 +46,4 @@ for name in "${ORDER[@]}"; do
     echo "published $published"
   fi
 done
+exit $failed
