@@ -46,7 +46,7 @@ from common import command, machine, parser, pick, report, setup
 from lwta_plugin.data import load_tensors
 from lwta_plugin.entries import timing_path
 from lwta_plugin.evaluation import EvaluationConfig, evaluate
-from lwta_plugin.io import atomic_write_json
+from lwta_plugin.io import LockHeldError, atomic_write_json, run_lock
 from lwta_plugin.statistics import confidence_interval, correct_counts
 from lwta_plugin.zoo import load_model
 
@@ -100,17 +100,14 @@ def shard_path(state_dir: Path, model_name: str, seed: int, start: int, stop: in
     return state_dir / f"{model_name}-seed{seed}" / f"{start:05d}-{stop:05d}.json"
 
 
-def run_autoattack_sharded(args, x: torch.Tensor, y: torch.Tensor) -> dict | None:
-    """Run the missing shards (at most ``--max-shards``); the combined result once all exist, else None."""
-    n, k = len(x), args.shard
-    bounds = [(i, min(i + k, n)) for i in range(0, n, k)]
-    ran = 0
-    shards = []
-    for start, stop in bounds:
-        path = shard_path(Path(args.state_dir), args.model, args.seed, start, stop)
-        if not path.exists():
-            if args.max_shards is not None and ran >= args.max_shards:
-                continue
+def run_shard(args, x: torch.Tensor, y: torch.Tensor, path: Path, start: int, stop: int) -> bool:
+    """Run one shard and write it atomically, under a lock beside it, so that two processes (one per core) can work
+    through the same shards; False, without running it, when another live process holds the shard (or finished it
+    meanwhile)."""
+    try:
+        with run_lock(path.with_suffix(".lock"), f"autoattack shard [{start}, {stop})", command()):
+            if path.exists():
+                return False
             load_before = os.getloadavg()[0]
             t0, c0 = time.perf_counter(), time.process_time()
             points = autoattack_points(args.model, x[start:stop], y[start:stop], args.seed, args.aa_iter)
@@ -122,9 +119,26 @@ def run_autoattack_sharded(args, x: torch.Tensor, y: torch.Tensor) -> dict | Non
                                      "loadavg": {"before": load_before, "after": os.getloadavg()[0]},
                                      "pyautoattack": machine()["pyautoattack"], "command": command(),
                                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **points})
-            ran += 1
             print(f"autoattack shard [{start}, {stop}): {seconds:.0f} s, "
                   f"{sum(points['own_correct'])} of {stop - start} robust by its own verdict", flush=True)
+    except LockHeldError:
+        return False
+    return True
+
+
+def run_autoattack_sharded(args, x: torch.Tensor, y: torch.Tensor) -> dict | None:
+    """Run the missing shards (at most ``--max-shards``); the combined result once all exist, else None."""
+    n, k = len(x), args.shard
+    bounds = [(i, min(i + k, n)) for i in range(0, n, k)]
+    ran = 0
+    shards = []
+    for start, stop in bounds:
+        path = shard_path(Path(args.state_dir), args.model, args.seed, start, stop)
+        if not path.exists():
+            if args.max_shards is not None and ran >= args.max_shards:
+                continue
+            if run_shard(args, x, y, path, start, stop):  # False: another process runs it (or just finished it)
+                ran += 1
         shards.append(json.loads(path.read_text(encoding="utf-8")) if path.exists() else None)
     done = [s for s in shards if s is not None]
     if any(s["aa_iter"] != args.aa_iter for s in done):

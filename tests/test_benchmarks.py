@@ -144,6 +144,50 @@ def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
         bench.run_autoattack_sharded(args, x, y)
 
 
+def test_adaptive_autoattack_shards_are_shared_between_processes(tmp_path, monkeypatch):
+    """Two processes on the same shards (one per core): a shard whose lock another live process holds is left to
+    it, and the sitting goes on with the next shard."""
+    import argparse
+
+    import torch
+
+    from lwta_plugin.io import run_lock
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_adaptive", BENCH / "bench_adaptive.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(BENCH))
+    calls = []
+
+    def fake_points(model_name, x, y, seed, n_iter):
+        calls.append(y.tolist())
+        return {"own_correct": [False] * len(y), "counts": [0] * len(y)}
+
+    monkeypatch.setattr(bench, "autoattack_points", fake_points)
+    args = argparse.Namespace(shard=2, max_shards=None, state_dir=str(tmp_path), model="m", seed=0, aa_iter=None)
+    x, y = torch.zeros(5, 1, 28, 28), torch.tensor([1, 2, 3, 4, 5])
+    first = bench.shard_path(tmp_path, "m", 0, 0, 2)
+    held = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from lwta_plugin.io import run_lock\n"
+        f"with run_lock({str(first.with_suffix('.lock'))!r}, 'shard'):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        assert bench.run_autoattack_sharded(args, x, y) is None  # shard [0, 2) is the other process's
+        assert calls == [[3, 4], [5]] and not first.exists()
+    finally:
+        held.kill()
+        held.wait()
+    out = bench.run_autoattack_sharded(args, x, y)  # its process died: the shard is free again
+    assert calls == [[3, 4], [5], [1, 2]] and out["n"] == 5
+    with run_lock(first.with_suffix(".lock"), "shard"):  # the lock files are removed by their last holder
+        pass
+    assert not list(tmp_path.rglob("*.lock"))
+
+
 def test_summarize_lists_the_end_to_end_rows_and_marks_a_loaded_run(tmp_path):
     summarize = _summarize()
     row = {"median_s": 600.0, "min_s": 590.0, "max_s": 640.0, "runs": 3, "robust_acc": 0.002, "ci_low": 0.0,
