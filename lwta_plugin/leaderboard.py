@@ -234,29 +234,30 @@ def _scoring_text(group: list[dict]) -> str:
     return "Scoring: " + _variants_text(_by_variant(group, text)) + "."
 
 
+def _attack_text(e: dict, key: str, threat: float) -> str | None:
+    """Attack ``key`` of entry ``e`` in words: description, hyperparameters, EOT samples, whether it counts for the
+    worst case; None if the entry did not run it."""
+    r = e["attacks"].get(key)
+    if r is None:
+        return None
+    bits = [r["description"] or r["attack"]]
+    if r["hyperparameters"]:
+        bits.append(_hp_text(r["hyperparameters"]))
+    if r["eot_samples"] > 1:
+        bits.append(f"EOT {r['eot_samples']}")
+    if r["kind"] == "adversarial" and not r["bounded"]:
+        bits.append("unbounded: not in the worst case")
+    elif r["kind"] == "adversarial" and not in_worst_case(r, threat):
+        bits.append(f"eps {effective_eps(r):g} below the threat model's {threat:g}: not in the worst case")
+    return "; ".join(bits)
+
+
 def _protocol_lines(group: list[dict], keys: list[str]) -> list[str]:
-    """One line per attack: description, hyperparameters, EOT samples; where the entries ran an attack with other
-    settings (e.g. another early-exit rule), each setting with its models."""
+    """One line per attack (:func:`_attack_text`); where the entries ran an attack with other settings (e.g. another
+    early-exit rule), each setting with its models."""
     threat = threat_eps(group[0]["dataset"])
-
-    def line(key: str):
-        def text(e: dict) -> str | None:
-            r = e["attacks"].get(key)
-            if r is None:
-                return None
-            bits = [r["description"] or r["attack"]]
-            if r["hyperparameters"]:
-                bits.append(_hp_text(r["hyperparameters"]))
-            if r["eot_samples"] > 1:
-                bits.append(f"EOT {r['eot_samples']}")
-            if r["kind"] == "adversarial" and not r["bounded"]:
-                bits.append("unbounded: not in the worst case")
-            elif r["kind"] == "adversarial" and not in_worst_case(r, threat):
-                bits.append(f"eps {effective_eps(r):g} below the threat model's {threat:g}: not in the worst case")
-            return "; ".join(bits)
-        return text
-
-    return [f"`{key}`: " + _variants_text(_by_variant(group, line(key))) for key in ["clean", *keys]]
+    return [f"`{key}`: " + _variants_text(_by_variant(group, lambda e, k=key: _attack_text(e, k, threat)))
+            for key in ["clean", *keys]]
 
 
 _INTRO = ("Accuracies in % as mean [95 % confidence interval]; n = images (in the header when the whole column "

@@ -82,6 +82,18 @@ def _summarize():
     return summarize
 
 
+def _bench_adaptive():
+    """benchmarks/bench_adaptive.py as a module (it imports the benchmarks' common.py from its folder)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_adaptive", BENCH / "bench_adaptive.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(BENCH))
+    return bench
+
+
 def test_summarize_takes_the_median_of_repeated_runs(tmp_path):
     summarize = _summarize()
     for i, (ratio, load) in enumerate([(1.0, 0.5), (3.0, 0.9), (2.0, 4.0)], start=1):
@@ -115,13 +127,7 @@ def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
 
     import torch
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_adaptive", BENCH / "bench_adaptive.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = _bench_adaptive()
     calls = []
 
     def fake_points(model_name, x, y, seed, n_iter):
@@ -153,13 +159,7 @@ def test_adaptive_autoattack_shards_are_shared_between_processes(tmp_path, monke
 
     from lwta_plugin.io import run_lock
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_adaptive", BENCH / "bench_adaptive.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = _bench_adaptive()
     calls = []
 
     def fake_points(model_name, x, y, seed, n_iter):

@@ -275,10 +275,11 @@ class ProtocolRun:
             for spec, j, rows in todo:
                 run(spec, j, rows)
 
-    def clean_sources(self, rows: list[int]) -> list[tuple[AttackSpec, int]] | None:
-        """The batches of the standalone ``clean`` result that hold the cascade images ``rows`` (indices from the
-        cascade's start), or None if it does not cover them all: its records then give the cascade's clean stage
-        (:meth:`clean_stage_record`) instead of scoring the same images a second time."""
+    def clean_sources(self, rows: list[int]) -> tuple[AttackSpec, list[int], list[int]] | None:
+        """Where the standalone ``clean`` result holds the cascade images ``rows`` (indices from the cascade's
+        start): its spec, the images' positions in it and the batches with them; None if it does not cover them
+        all. Its records then give the cascade's clean stage (:meth:`clean_stage_record`) instead of scoring the
+        same images a second time."""
         chain = self.protocol.cascade
         spec = next((a for a in self.protocol.attacks if a.key == "clean" and a.kind == "clean"), None)
         if chain is None or spec is None or not rows:
@@ -286,32 +287,24 @@ class ProtocolRun:
         where = [chain.start + i - spec.start for i in rows]
         if min(where) < 0 or max(where) >= spec.n_examples:
             return None
-        return [(spec, b) for b in sorted({w // spec.batch_size for w in where})]
+        return spec, where, sorted({w // spec.batch_size for w in where})
 
     def clean_stage_record(self, b: int, rows: list[int]) -> dict | None:
         """The cascade's clean stage of block ``b`` (images ``rows``) taken from the finished standalone clean
         batches (:meth:`clean_sources`): the same predictions and fresh draws of the same images, so the stage
         agrees with the clean result image by image. None if they do not cover the rows or are not finished."""
-        sources = self.clean_sources(rows)
-        recs = [self.record(spec, sb) for spec, sb in sources or []]
-        if sources is None or any(r is None for r in recs):
+        found = self.clean_sources(rows)
+        if found is None:
             return None
-        spec = sources[0][0]
-        counts: dict[int, str] = {}
-        fresh: dict[int, str] = {}
-        for rec in recs:
-            for k in range(rec["stop"] - rec["start"]):
-                counts[rec["start"] + k] = rec["counts"][k]
-                if "fresh" in rec:
-                    fresh[rec["start"] + k] = rec["fresh"][k]
-        where = [self.protocol.cascade.start + i - spec.start for i in rows]
+        spec, where, batches = found
+        recs = {sb: self.record(spec, sb) for sb in batches}
+        fields = ["counts"] + (["fresh"] if self.protocol.scoring.fresh else [])
+        if any(r is None or any(f not in r for f in fields) for r in recs.values()):
+            return None
         record: dict[str, Any] = {"attack": self.stage_spec("clean").key, "batch": b, "indices": list(rows),
-                                  "config_sha256": self.config_sha256, "from": spec.key,
-                                  "counts": "".join(counts[w] for w in where)}
-        if self.protocol.scoring.fresh:
-            if len(fresh) != len(counts):
-                return None
-            record["fresh"] = "".join(fresh[w] for w in where)
+                                  "config_sha256": self.config_sha256, "from": spec.key}
+        for f in fields:  # a record's strings start at its first image (position start = batch * batch_size)
+            record[f] = "".join(recs[w // spec.batch_size][f][w % spec.batch_size] for w in where)
         record["seconds"] = 0.0
         record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         return record
@@ -449,9 +442,10 @@ class ProtocolRun:
             nonlocal ran
             record = None
             if rows is not None and spec.key == self.stage_spec("clean").key:
-                for source, sb in self.clean_sources(rows) or []:
-                    if self.record(source, sb) is None:
-                        run(source, sb)  # its own task, run now: the clean stage is read from it
+                found = self.clean_sources(rows)
+                for sb in found[2] if found else []:
+                    if self.record(found[0], sb) is None:
+                        run(found[0], sb)  # its own task, run now: the clean stage is read from it
                 record = self.clean_stage_record(b, rows)
             if bar is not None:
                 bar.set_postfix_str(spec.key)
