@@ -294,3 +294,32 @@ def test_fgsm_judges_its_two_points_by_an_averaged_prediction_not_one_draw():
     assert ten.hparams["select_samples"] == 10
     assert (xa[:, 0, 0, 0] < 0.35).float().mean().item() > 0.99
     assert bool(ten.last_info["path_adversarial"].all()) and bool(ten.last_info["returned_adversarial"].all())
+
+
+def test_silent_success_counts_points_right_in_every_prediction_not_boundary_points():
+    """Known truth: the clean point is right in 95 % of draws, FGSM's step (eps .45) in 50 %. FGSM returns the
+    step for every image and says it met an adversarial point for the half whose 10-draw judgment came out wrong;
+    nothing is lost, yet the scoring (10 single-draw predictions) gets such a point right in most predictions for
+    P(Bin(10, .5) >= 6) = 38 % of them: the old rule (most predictions right) fired on ~19 % of the images. Right
+    in all 10 happens for 0.1 % of them, and the indicator stays quiet. An attack that returns the clean points
+    instead (right in all 10 predictions for .95 ** 10 = 60 % of the images) still fires."""
+    from lwta_plugin.attacks import FGSM
+    from lwta_plugin.attacks.indicators import TOLERANCE, check_silent_success
+
+    model = SlopedCoinNet()
+    x, y = _coin_points(2000, 0.95)
+
+    class Forgetful(FGSM):
+        def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            super().perturb(x, y)
+            return x.clone()
+
+    torch.manual_seed(0)
+    honest = FGSM(model, eps=0.45)
+    ind = check_silent_success(honest, x, y, model, passes=10, threshold=TOLERANCE)  # the evaluation's threshold
+    path = honest.last_info["path_adversarial"]
+    assert 0.4 < path.float().mean().item() < 0.6
+    assert not ind["fired"] and ind["value"] < 0.005
+    torch.manual_seed(0)
+    lost = check_silent_success(Forgetful(model, eps=0.45), x, y, model, passes=10, threshold=TOLERANCE)
+    assert lost["fired"] and 0.2 < lost["value"] < 0.4

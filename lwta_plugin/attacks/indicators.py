@@ -38,6 +38,7 @@ from .registry import ATTACKS, build_attack
 TOLERANCE = 0.01  # accuracy difference (absolute) below which attacks count as equally strong
 Z = 3.0  # standard errors of the paired difference required before an indicator fires
 UNBOUNDED_MAX_ACCURACY = 0.02  # an unbounded attack must leave (almost) no image correctly classified
+ALWAYS_CORRECT = 1.0 - 1e-9  # silent success: the returned point is right in every scored prediction
 
 Indicator = dict[str, Any]
 
@@ -297,7 +298,7 @@ def silent_successes(results: dict[str, dict], tolerance: float = TOLERANCE, pas
     """:func:`silent_success` of every result that recorded its attack path (``path_adversarial``: one ``0``/``1``
     per image, whether the attack met an adversarial point for it, its ``last_info``): fires when, for one attack,
     more than ``tolerance`` of the images were adversarial on the path while the returned point is classified
-    correctly in most of the scored predictions. None when no result recorded its path."""
+    correctly in every scored prediction. None when no result recorded its path."""
     found, silent = {}, {}
     for key, r in results.items():
         path = r.get("path_adversarial")
@@ -305,14 +306,14 @@ def silent_successes(results: dict[str, dict], tolerance: float = TOLERANCE, pas
         if r.get("kind") != "adversarial" or not path or final is None:
             continue
         found[key] = silent_success(torch.tensor([c == "1" for c in path]), torch.tensor(final), tolerance)
-        silent[key] = sum(c == "1" and p > 0.5 for c, p in zip(path, final))
+        silent[key] = sum(c == "1" and p >= ALWAYS_CORRECT for c, p in zip(path, final))
     if not found:
         return None
     fired = [k for k, i in found.items() if i["fired"]]
     worst = max(found, key=lambda k: found[k]["value"])
     parts = [f"{k}: {silent[k]} of {len(results[k]['path_adversarial'])} images" for k in (fired or found)]
-    detail = (("adversarial on the attack path but returned classified correctly (the attack lost what it found, "
-               "or judged success other than the scoring does): " + "; ".join(parts)) if fired else
+    detail = (("adversarial on the attack path but returned classified correctly in every prediction (the attack "
+               "lost what it found, or judged success other than the scoring does): " + "; ".join(parts)) if fired else
               "no attack lost what it found on its path: " + "; ".join(parts))
     return make_indicator("silent_success", bool(fired), found[worst]["value"], float(tolerance), detail,
                           attacks=sorted(found), silent=silent)
@@ -353,16 +354,23 @@ def correct_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes:
 def silent_success(path_adversarial: torch.Tensor, final_correct: torch.Tensor, threshold: float = 0.0
                    ) -> Indicator:
     """Fires when more than ``threshold`` of the images met an adversarial point on the attack path while the
-    returned point is (mostly) classified correctly (Pintor et al. 2022). ``final_correct`` holds per-image
-    fractions of correct predictions (or booleans) of the returned points."""
+    returned point is classified correctly in every scored prediction (Pintor et al. 2022). ``final_correct`` holds
+    per-image fractions of correct predictions (or booleans) of the returned points.
+
+    Every prediction, not most: on a random model the attack's judgment of its path and the scoring are two
+    independent noisy looks at a point, and a point near the boundary (right in, say, 55 % of predictions) that
+    the attack judged adversarial is scored mostly right about half the time without anything being lost (118 of
+    10,000 images under FGSM on ``lwta_ibp_softmax``, 10 predictions each, against 7 right in all 10). A lost
+    success returns a point the model gets right, the clean image for instance, which is right in every
+    prediction; for a deterministic model both rules are the same."""
     path = path_adversarial.bool().cpu()
-    final = final_correct.double().cpu() > 0.5
+    final = final_correct.double().cpu() >= ALWAYS_CORRECT
     n = len(path)
     silent = int((path & final).sum())
     frac = silent / n if n else 0.0
     fired = frac > threshold
     detail = (f"{silent} of {n} images were adversarial on the attack path but the returned point is classified "
-              "correctly (return the best iterate)") if fired else \
+              "correctly in every prediction (return the best iterate)") if fired else \
         f"no silent success ({silent} of {n} images)"
     return make_indicator("silent_success", fired, frac, float(threshold), detail)
 

@@ -61,6 +61,7 @@ from .assembly import (
     compute_indicators,
     finalize_entry,
     refresh_combined,
+    refresh_indicators,
 )
 from .config import (
     CONFIG_FORMAT,
@@ -121,6 +122,7 @@ __all__ = [
     "parse_shard",
     "read_config_file",
     "refresh_combined",
+    "refresh_indicators",
     "tensor_sha256",
     "versions",
 ]

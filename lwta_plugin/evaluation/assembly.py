@@ -19,6 +19,7 @@ from ..figures import (
     combined_worst_case,
     finalize_entry,
     pct,
+    protocol_order,
     threat_eps,
     worst_case_of,
 )
@@ -212,3 +213,19 @@ def refresh_combined(path: Path) -> bool:
         atomic_write_json(target, entry)
         return True
     return False
+
+
+def refresh_indicators(path: Path) -> bool:
+    """Recompute the attack-failure indicators of the entry at ``path`` from its own results with the current rules
+    (and what follows from them: ``attack_failure``, ``unreliable``, the footnote); True if rewritten. For entries
+    written before a rule changed: the results themselves are not touched."""
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    before = dumps_json(entry)
+    results = {key: entry["attacks"][key] for key in protocol_order(entry)}
+    entry["indicators"] = from_results(results, passes=entry["protocol"]["scoring"]["passes"])
+    finalize_entry(entry)
+    if dumps_json(entry) == before:
+        return False
+    validate_entry(entry)
+    atomic_write_json(path, entry)
+    return True
