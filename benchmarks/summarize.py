@@ -114,20 +114,25 @@ def rows(d: Path) -> list[tuple[str, str, str, str, str]]:
                             f"B={r['images']}, chunk {x['chunk']}", r["command"]))
         elif base == "adaptive":
             during = r.get("loadavg_during", {})
-            ctx = (f"{r['images']} images, {r['machine']['threads']} thread(s), load "
-                   f"{during.get('min', float('nan')):.1f}-{during.get('max', float('nan')):.1f}"
-                   + (" (loaded: not claimed)" if r.get("loaded") else ""))
+            base_ctx = (f"{r['images']} images, {r['machine']['threads']} thread(s), load "
+                        f"{during.get('min', float('nan')):.1f}-{during.get('max', float('nan')):.1f}")
+            ctx = base_ctx + (" (loaded: not claimed)" if r.get("loaded") else "")
             for x in r["rows"]:
                 value = (f"{x['median_s']:.0f} s (min {x['min_s']:.0f}, max {x['max_s']:.0f}, {x.get('runs', '?')} "
                          f"run(s)); robust {100 * x['robust_acc']:.1f} % [{100 * x['ci_low']:.1f}, "
                          f"{100 * x['ci_high']:.1f}]")
+                if "median_cpu_s" in x:
+                    value += f"; CPU {x['median_cpu_s']:.0f} s"
                 goal = "< 1800 s" if x["candidate"] == "cascade" and r["images"] == 1000 else ""
                 out.append((f"end to end: {x['candidate']} (wall time; robust accuracy)", value, goal, ctx,
                             r["command"]))
             for key, ratio in r.get("ratios", {}).items():
                 value = f"{ratio['median']:.2f}x (min {ratio['min']:.2f}x, max {ratio['max']:.2f}x)"
-                out.append((f"end to end: {key} (time ratio)", value,
-                            "> 1x" if key == "autoattack_vs_cascade" else "", ctx, r["command"]))
+                loaded = ratio.get("loaded", r.get("loaded"))  # older results: one flag for every ratio
+                kind = "CPU time ratio" if key.endswith("_cpu") else "time ratio"
+                out.append((f"end to end: {key} ({kind})", value,
+                            "> 1x" if key.startswith("autoattack_vs_cascade") else "",
+                            base_ctx + (" (loaded: not claimed)" if loaded else ""), r["command"]))
         elif base == "changes":
             for x in r["rows"]:
                 out.append((f"change {x['change']} (time before / after): {x['what']}", f"{x['speedup']:.2f}x", "",

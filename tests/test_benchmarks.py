@@ -188,6 +188,52 @@ def test_adaptive_autoattack_shards_are_shared_between_processes(tmp_path, monke
     assert not list(tmp_path.rglob("*.lock"))
 
 
+def test_adaptive_live_runs_are_kept_beside_the_shards_and_reused(tmp_path, monkeypatch):
+    """With --shard our candidates' runs are kept in the state directory, so the comparison resumes in a later
+    session: a rerun adds only the missing runs, each with its wall and CPU seconds and load average."""
+    import argparse
+
+    import torch
+
+    bench = _bench_adaptive()
+    calls = []
+
+    def fake_ours(model_name, x, y, n, seed, fast):
+        calls.append(fast)
+        return {"robust": 0.0, "ci": [0.0, 0.1], "n": n, "cpu_seconds": 1.5, "per_example_correct": "0" * n}
+
+    monkeypatch.setattr(bench, "run_ours", fake_ours)
+    args = argparse.Namespace(shard=2, state_dir=str(tmp_path), model="m", seed=0, aa_iter=None)
+    x, y = torch.zeros(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    runs = bench.live_runs(args, ["cascade"], x, y, 3, repeat=1)
+    assert calls == [True] and len(runs["cascade"]) == 1
+    run = runs["cascade"][0]
+    assert run["cpu_seconds"] == 1.5 and set(run["loadavg"]) == {"before", "after"} and run["result"]["n"] == 3
+    stored = bench.live_path(args, "cascade", 3)
+    assert stored.parent == tmp_path / "m-seed0" and stored.exists()
+    assert bench.live_runs(args, ["cascade"], x, y, 3, repeat=1)["cascade"] == runs["cascade"]
+    assert calls == [True]  # reused, not run again
+    assert len(bench.live_runs(args, ["cascade"], x, y, 3, repeat=2)["cascade"]) == 2 and calls == [True, True]
+
+
+def test_summarize_marks_each_end_to_end_ratio_by_its_own_load_rule(tmp_path):
+    """The CPU-time ratio is claimed when no core was oversubscribed, the wall-time one only on an idle machine."""
+    summarize = _summarize()
+    row = {"candidate": "cascade", "median_s": 600.0, "min_s": 600.0, "max_s": 600.0, "median_cpu_s": 590.0,
+           "runs": 1, "robust_acc": 0.0, "ci_low": 0.0, "ci_high": 0.01}
+    ratio = {"median": 8.0, "min": 8.0, "max": 8.0}
+    (tmp_path / "adaptive-x.json").write_text(json.dumps({
+        "command": "python benchmarks/bench_adaptive.py --full", "machine": {"threads": 1}, "images": 1000,
+        "loadavg_during": {"min": 1.0, "max": 2.1}, "loaded": True, "loaded_cpu": False, "rows": [row],
+        "ratios": {"autoattack_vs_cascade": {**ratio, "loaded": True},
+                   "autoattack_vs_cascade_cpu": {**ratio, "loaded": False}}}))
+    out = {r[0]: r for r in summarize.rows(tmp_path)}
+    assert out["end to end: cascade (wall time; robust accuracy)"][1].endswith("; CPU 590 s")
+    assert "not claimed" in out["end to end: autoattack_vs_cascade (time ratio)"][3]
+    cpu = out["end to end: autoattack_vs_cascade_cpu (CPU time ratio)"]
+    assert cpu[2] == "> 1x" and "not claimed" not in cpu[3]
+
+
 def test_summarize_lists_the_end_to_end_rows_and_marks_a_loaded_run(tmp_path):
     summarize = _summarize()
     row = {"median_s": 600.0, "min_s": 590.0, "max_s": 640.0, "runs": 3, "robust_acc": 0.002, "ci_low": 0.0,
