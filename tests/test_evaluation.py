@@ -464,6 +464,17 @@ def test_silent_success_reaches_the_entry(tmp_path):
         forged["attacks"]["pgd"]["path_adversarial"] = path
         with pytest.raises(ValueError, match=re.escape(message)):
             validate_entry(forged)
+    # an entry written under an older rule: refresh_indicators recomputes them (and what follows) from its results
+    from lwta_plugin.evaluation import refresh_indicators
+
+    path = entry_file(tmp_path, "paper", "relu_softmax")
+    stale = copy.deepcopy(entry)
+    stale["indicators"] = [i for i in stale["indicators"] if i["name"] != "silent_success"]
+    stale["attack_failure"] = []
+    path.write_text(json.dumps(stale))
+    assert refresh_indicators(path)
+    assert json.loads(path.read_text()) == entry
+    assert not refresh_indicators(path)  # up to date: not rewritten
 
 
 def test_entries_outside_the_threat_model_are_refused(tmp_path, ckpt):
