@@ -292,8 +292,8 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
         for r in rows:
             label = " ".join(x for x in (r["group"], r["row"]) if x)
             model = None if r["model"] is None else r["model"] + ("_fgsm" if r["fgsm"] else "")
-            entry = by.get((model, "paper"))
-            if entry is None:
+            entry, adaptive = by.get((model, "paper")), by.get((model, "adaptive"))
+            if entry is None and adaptive is None:
                 if model is None:
                     why = "not an lwta-plugin architecture (a model of Madry et al. / Verma & Swami)"
                 elif shipped is not None and model not in shipped:
@@ -303,15 +303,14 @@ def paper_table_view(entries: list[dict], dataset: str, shipped: set[str] | None
                 body.append([label, f"`{model}`" if model else "—",
                              *(f"{paper_percent(r['values'][c])} / —" for c in PAPER_COLUMNS), why])
                 continue
-            bad = failed_unbounded_attacks(entry)
+            bad = failed_unbounded_attacks(entry) if entry is not None else set()
             cells = []
             for c in PAPER_COLUMNS:
                 key = ATTACK_OF_COLUMN[c]
-                res = entry["attacks"].get(key)
+                res = None if entry is None else entry["attacks"].get(key)
                 ours = "—" if res is None else (f"{100 * res['mean']:.1f} (n={res['n_examples']})"
                                                 + (" †" if key in bad else ""))
                 cells.append(f"{paper_percent(r['values'][c])} / {ours}")
-            adaptive = by.get((model, "adaptive"))
             if adaptive is not None:
                 w = _worst(adaptive)
                 strongest = f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] " \

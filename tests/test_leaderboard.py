@@ -340,6 +340,14 @@ def test_paper_tables_cell_by_cell(board):
     assert rows["Softmax Baseline"][-1].endswith("deterministic model: PGD-200 is white-box)")
     assert rows["Softmax LWTA & IBP"][-1] == "adaptive protocol not run"
     assert rows["Softmax LWTA"][-1] == "not evaluated yet" and rows["Softmax LWTA"][2] == "99.2 / —"
+    # a model with an adaptive entry and no paper entry: its strongest attack is shown, the paper columns stay empty
+    only_adaptive = copy.deepcopy(relu)
+    only_adaptive["model"], only_adaptive["protocol"]["name"] = "lwta_softmax", "adaptive"
+    w = only_adaptive["worst_case"]
+    view = {t: rows for t, _, rows in leaderboard.paper_table_view(entries + [only_adaptive], "mnist", shipped)}
+    row = {r[0]: r for r in view["Table 4: MNIST ablation (U = 2)"]}["Softmax LWTA"]
+    assert row[2] == "99.2 / —" and row[3] == "90 / —"
+    assert row[-1] == f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] (n=6)"
     assert rows["Softmax LWTAmax"][-1].startswith("no shipped checkpoint")
     table2 = {r[0]: r for r in view["Table 2: MNIST, the paper's networks"]}
     assert table2["Madry"][-1].startswith("not an lwta-plugin architecture")
