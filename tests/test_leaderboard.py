@@ -344,7 +344,7 @@ def test_paper_tables_cell_by_cell(board):
     only_adaptive = copy.deepcopy(relu)
     only_adaptive["model"], only_adaptive["protocol"]["name"] = "lwta_softmax", "adaptive"
     w = only_adaptive["worst_case"]
-    view = {t: rows for t, _, rows in leaderboard.paper_table_view(entries + [only_adaptive], "mnist", shipped)}
+    view = {t: rows for t, _, rows in leaderboard.paper_table_view([*entries, only_adaptive], "mnist", shipped)}
     row = {r[0]: r for r in view["Table 4: MNIST ablation (U = 2)"]}["Softmax LWTA"]
     assert row[2] == "99.2 / —" and row[3] == "90 / —"
     assert row[-1] == f"{100 * w['mean']:.1f} [{100 * w['ci_low']:.1f}, {100 * w['ci_high']:.1f}] (n=6)"
