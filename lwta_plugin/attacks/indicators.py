@@ -306,7 +306,7 @@ def silent_successes(results: dict[str, dict], tolerance: float = TOLERANCE, pas
         if r.get("kind") != "adversarial" or not path or final is None:
             continue
         found[key] = silent_success(torch.tensor([c == "1" for c in path]), torch.tensor(final), tolerance)
-        silent[key] = sum(c == "1" and p >= ALWAYS_CORRECT for c, p in zip(path, final))
+        silent[key] = round(found[key]["value"] * len(path))  # its count (value = count / images)
     if not found:
         return None
     fired = [k for k, i in found.items() if i["fired"]]
