@@ -121,6 +121,25 @@ def test_summarize_takes_the_median_of_repeated_end_to_end_runs(tmp_path):
     assert row[5] == "python benchmarks/bench_adaptive.py --tag x-runN"
 
 
+def test_summarize_names_the_faster_row_size_in_either_result_format(tmp_path):
+    """Inference results before --other-rows (128-row keys) and after (other_rows): one row per size, faster first."""
+    summarize = _summarize()
+    common = {"machine": {"threads": 1, "loadavg_at_end": [0.5]}, "images": 100, "samples": 5, "max_rows": 1024}
+    old = {**common, "command": "old", "ratio_at_128_rows": 4.0,
+           "rows": [{"candidate": c, "seconds": s, "vs_lwta_1": 1.0, "vs_relu_1": 1.0}
+                    for c, s in [("lwta_5", 3.0), ("lwta_5_rows128", 2.0), ("lwta_1", 1.0)]]}
+    new = {**common, "command": "new", "other_rows": 64, "ratio_at_other_rows": 5.0,
+           "rows": [{"candidate": c, "seconds": s, "vs_lwta_1": 1.0, "vs_relu_1": 1.0}
+                    for c, s in [("lwta_5", 2.0), ("lwta_5_rows64", 3.0), ("lwta_1", 1.0)]]}
+    (tmp_path / "inference.json").write_text(json.dumps(old))
+    (tmp_path / "inference-new.json").write_text(json.dumps(new))
+    got = {(row[0], row[1]) for row in summarize.rows(tmp_path)}
+    assert ("S=5 inference / one forward pass, both in passes of <= 128 rows", "4.00x") in got
+    assert ("S=5 inference: 128-row passes vs max_rows=1024 (speedup)", "1.50x") in got
+    assert ("S=5 inference / one forward pass, both in passes of <= 64 rows", "5.00x") in got
+    assert ("S=5 inference: max_rows=1024 vs 64-row passes (speedup)", "1.50x") in got
+
+
 def test_adaptive_autoattack_shards_resume(tmp_path, monkeypatch):
     """The peer's sharded run: a bounded sitting writes only its shards, a rerun finishes, results concatenate."""
     import argparse
