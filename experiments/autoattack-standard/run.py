@@ -45,12 +45,12 @@ def cascade_worst_case(model: str) -> dict:
 def run(model_name: str, seed: int) -> dict:
     from pyautoattack import AutoAttack
 
-    ours = cascade_worst_case(model_name)
-    n = ours["n"]
     model = load_model(model_name, dataset="mnist")
     if getattr(model, "stochastic", False):
         raise SystemExit(f"{model_name!r} is a random model: AutoAttack 'standard' is not the protocol for it "
                          f"(use lwta evaluate --protocol autoattack-rand)")
+    ours = cascade_worst_case(model_name)
+    n = ours["n"]
     x, y = load_tensors("mnist", "test")
     x, y = x[:n], y[:n]
     adversary = AutoAttack(model, norm="Linf", eps=EPS, version="standard", seed=seed, device="cpu")
