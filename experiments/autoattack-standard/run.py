@@ -25,7 +25,7 @@ import torch
 
 from lwta_plugin.data import load_tensors
 from lwta_plugin.io import atomic_write_json
-from lwta_plugin.statistics import confidence_interval
+from lwta_plugin.statistics import confidence_interval, decode_counts, encode_counts
 from lwta_plugin.zoo import load_model
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +39,8 @@ def cascade_worst_case(model: str) -> dict:
     if not path.is_file():
         raise SystemExit(f"no full-scale adaptive entry for {model!r} ({path}): run scripts/eval_full_scale.sh first")
     worst = json.loads(path.read_text())["worst_case"]
-    return {"n": worst["n_examples"], "correct": worst["per_example_correct"], "mean": worst["mean"]}
+    return {"n": worst["n_examples"], "passes": worst["passes"], "mean": worst["mean"],
+            "correct": decode_counts(worst["per_example_correct"])}
 
 
 def run(model_name: str, seed: int) -> dict:
@@ -61,7 +62,7 @@ def run(model_name: str, seed: int) -> dict:
         aa = (model(x_adv).argmax(1) == y).tolist()
     if (x_adv - x).abs().max().item() > EPS + 1e-6:
         raise SystemExit("AutoAttack returned points outside the L-inf ball")
-    ours_robust = [c != "0" for c in ours["correct"]]  # '0': broken in every fresh prediction (one, deterministic)
+    ours_robust = [c > 0 for c in ours["correct"]]  # 0: broken in every fresh prediction (all alike, deterministic)
     both = [a and o for a, o in zip(aa, ours_robust)]
     lo, hi = confidence_interval([float(b) for b in aa])
     blo, bhi = confidence_interval([float(b) for b in both])
@@ -69,7 +70,7 @@ def run(model_name: str, seed: int) -> dict:
     return {
         "model": model_name, "n_examples": n, "seed": seed, "eps": EPS, "threads": torch.get_num_threads(),
         "command": f"python experiments/autoattack-standard/run.py {model_name}",
-        "autoattack_standard": {"robust": sum(aa) / n, "ci": [lo, hi], "correct": "".join("a" if a else "0" for a in aa),
+        "autoattack_standard": {"robust": sum(aa) / n, "ci": [lo, hi], "correct": encode_counts([ours["passes"] * a for a in aa], ours["passes"]),
                                 "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)},
         "cascade_worst_case": {"robust": ours["mean"], "source": str(FULL_SCALE.relative_to(HERE.parent.parent)
                                                                       / f"{model_name}__adaptive.json")},
